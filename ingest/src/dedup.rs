@@ -1,0 +1,137 @@
+//! De-duplication: the same event delivered twice (a retried webhook batch, a re-imported file) is
+//! stored once.
+//!
+//! The key is `auditID + stage + requestReceivedTimestamp + verb + requestURI`: `auditID` alone is not
+//! unique, because clients can choose it. Keys are kept as 128-bit hashes, so ten million events cost
+//! 160 MB of memory at most, and an accidental collision would need about 2^64 events.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::parquet::arrow::ProjectionMask;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use kubestep_schemas::OperationRecord;
+use kubestep_schemas::schema::columns;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::layout::Layout;
+
+/// The identity of an event for de-duplication.
+pub fn dedup_key(audit_id: &str, stage: &str, received_at_us: i64, verb: &str, request_uri: Option<&str>) -> u128 {
+    let mut h = Xxh3::new();
+    for part in [audit_id, stage, verb, request_uri.unwrap_or("")] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.update(&received_at_us.to_le_bytes());
+    h.digest128()
+}
+
+/// The key of a record.
+pub fn record_key(r: &OperationRecord<'_>) -> u128 {
+    dedup_key(&r.audit_id, &r.stage, r.received_at_us, &r.verb, r.request_uri.as_deref())
+}
+
+/// Why stored keys could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading stored events from {path}: {reason}")]
+pub struct LoadKeysError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// The keys seen so far, including those already stored in the recording. Stored keys are loaded
+/// lazily, one `date` partition at a time (across all sessions), the first time an event of that
+/// date shows up: an event's date is a function of its key, so that is everywhere a duplicate of it
+/// can be.
+pub struct Deduplicator {
+    layout: Layout,
+    seen: HashSet<u128>,
+    loaded_dates: HashSet<String>,
+}
+
+impl Deduplicator {
+    /// A de-duplicator over the recording in `layout`.
+    pub fn new(layout: Layout) -> Self {
+        Self { layout, seen: HashSet::new(), loaded_dates: HashSet::new() }
+    }
+
+    /// Records `key` as seen and says whether it is new. `date` is the event's partition date.
+    pub fn insert(&mut self, date: &str, key: u128) -> Result<bool, LoadKeysError> {
+        if !self.loaded_dates.contains(date) {
+            self.load_date(date)?;
+            self.loaded_dates.insert(date.to_owned());
+        }
+        Ok(self.seen.insert(key))
+    }
+
+    /// Forgets `key`, for a record that was accepted but then could not be stored.
+    pub fn forget(&mut self, key: u128) {
+        self.seen.remove(&key);
+    }
+
+    fn load_date(&mut self, date: &str) -> Result<(), LoadKeysError> {
+        let ops = self.layout.operations_dir();
+        let Ok(sessions) = std::fs::read_dir(&ops) else { return Ok(()) };
+        let wanted = format!("{}={date}", columns::DATE);
+        for session in sessions.flatten() {
+            let dir = session.path().join(&wanted);
+            let Ok(files) = std::fs::read_dir(&dir) else { continue };
+            for file in files.flatten() {
+                let path = file.path();
+                if path.extension().is_some_and(|e| e == "parquet") {
+                    load_file_keys(&path, &mut self.seen)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn load_file_keys(path: &Path, out: &mut HashSet<u128>) -> Result<(), LoadKeysError> {
+    let err = |reason: String| LoadKeysError { path: path.to_owned(), reason };
+    let file = File::open(path).map_err(|e| err(e.to_string()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| err(e.to_string()))?;
+    let wanted = [columns::AUDIT_ID, columns::STAGE, columns::RECEIVED_AT, columns::VERB, columns::REQUEST_URI];
+    let mask = ProjectionMask::columns(builder.parquet_schema(), wanted);
+    let reader = builder.with_projection(mask).build().map_err(|e| err(e.to_string()))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| err(e.to_string()))?;
+        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| err(format!("no column {name}")));
+        let audit_id = column(columns::AUDIT_ID)?.as_string_opt::<i32>().ok_or_else(|| err("audit_id is not Utf8".into()))?;
+        let stage = column(columns::STAGE)?.as_string_opt::<i32>().ok_or_else(|| err("stage is not Utf8".into()))?;
+        let verb = column(columns::VERB)?.as_string_opt::<i32>().ok_or_else(|| err("verb is not Utf8".into()))?;
+        let uri = column(columns::REQUEST_URI)?.as_string_opt::<i32>().ok_or_else(|| err("request_uri is not Utf8".into()))?;
+        let received = column(columns::RECEIVED_AT)?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| err("received_at is not Timestamp(us)".into()))?;
+        for i in 0..batch.num_rows() {
+            let request_uri = (!uri.is_null(i)).then(|| uri.value(i));
+            out.insert(dedup_key(audit_id.value(i), stage.value(i), received.value(i), verb.value(i), request_uri));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_part_of_the_key_matters() {
+        let base = dedup_key("a", "ResponseComplete", 1, "get", Some("/x"));
+        assert_eq!(base, dedup_key("a", "ResponseComplete", 1, "get", Some("/x")));
+        assert_ne!(base, dedup_key("b", "ResponseComplete", 1, "get", Some("/x")));
+        assert_ne!(base, dedup_key("a", "Panic", 1, "get", Some("/x")));
+        assert_ne!(base, dedup_key("a", "ResponseComplete", 2, "get", Some("/x")));
+        assert_ne!(base, dedup_key("a", "ResponseComplete", 1, "list", Some("/x")));
+        assert_ne!(base, dedup_key("a", "ResponseComplete", 1, "get", Some("/y")));
+        // Field boundaries cannot be shifted to forge a collision.
+        assert_ne!(dedup_key("ab", "c", 1, "", None), dedup_key("a", "bc", 1, "", None));
+    }
+}

@@ -1,0 +1,29 @@
+//! # kubestep-ingest
+//!
+//! Everything between an audit event arriving (in a file or, later, an HTTP body) and it being part
+//! of the recording on disk:
+//!
+//! - [`decode`]: bytes of any accepted shape -> audit events (never fails as a whole);
+//! - [`normalize`]: an event -> an operation record, or the reason it cannot be one;
+//! - [`actor`], [`session`]: who is behind a request, and which recording it belongs to;
+//! - [`dedup`]: the same event twice is stored once;
+//! - [`writer`]: sorted, zstd Parquet files under the hive layout of [`layout`], made visible
+//!   atomically;
+//! - [`rejected`]: what could not be recorded, with file, line and reason;
+//! - [`pipeline`]: the [`Ingestor`] that runs all of the above;
+//! - [`import`]: reading files, gzip and standard input.
+
+pub mod actor;
+pub mod decode;
+pub mod dedup;
+pub mod import;
+pub mod kinds;
+pub mod layout;
+pub mod normalize;
+pub mod pipeline;
+pub mod redact;
+pub mod rejected;
+pub mod session;
+pub mod writer;
+
+pub use pipeline::{IngestConfig, IngestError, IngestStats, Ingestor, random_writer_id};

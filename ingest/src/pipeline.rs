@@ -1,0 +1,283 @@
+//! The ingest pipeline: decode -> normalize -> de-duplicate -> tag with a session -> Arrow ->
+//! Parquet. One [`Ingestor`] is one writer: an import run (and, later, one ingest replica).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kubestep_schemas::OperationBatchBuilder;
+use kubestep_schemas::audit::Event;
+
+use crate::decode::{EventSink, Location, decode};
+use crate::dedup::{Deduplicator, LoadKeysError, record_key};
+use crate::layout::{Layout, partition_date};
+use crate::normalize::{NormalizeConfig, Normalized, normalize};
+use crate::rejected::{RejectedLog, Rejection};
+use crate::session::{DEFAULT_IDLE_GAP_US, SessionAssigner};
+use crate::writer::{ParquetWriter, WriteError, WrittenFile};
+
+/// How many rejections are kept in memory for the summary (all of them go to the log).
+pub const MAX_REPORTED_REJECTIONS: usize = 1000;
+
+/// Settings of an ingest run.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// How events become records.
+    pub normalize: NormalizeConfig,
+    /// Record everything into this session instead of automatic ones.
+    pub session: Option<String>,
+    /// Automatic sessions end after this long without events (microseconds).
+    pub idle_gap_us: i64,
+    /// A partition's buffered rows are written out as a file once there are this many.
+    pub max_rows_per_file: usize,
+    /// ... or once they hold about this many bytes.
+    pub max_bytes_per_file: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            normalize: NormalizeConfig::default(),
+            session: None,
+            idle_gap_us: DEFAULT_IDLE_GAP_US,
+            max_rows_per_file: 1_000_000,
+            max_bytes_per_file: 256 << 20,
+        }
+    }
+}
+
+/// Storage failed; what was stored before stays stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Writing a Parquet file or the rejected-events log failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The records already stored could not be read to de-duplicate against.
+    #[error(transparent)]
+    LoadKeys(#[from] LoadKeysError),
+}
+
+/// What an ingest run did. `events_read = dropped + rejected(events) + duplicates + accepted`.
+#[derive(Debug, Default, Clone)]
+pub struct IngestStats {
+    /// Audit events decoded, at every stage.
+    pub events_read: u64,
+    /// New records handed to the writer.
+    pub records_accepted: u64,
+    /// Records in files that are now part of the recording.
+    pub records_stored: u64,
+    /// Parquet files written.
+    pub files_written: u64,
+    /// Bytes of Parquet written.
+    pub bytes_written: u64,
+    /// Events at stages that are not recorded, by stage.
+    pub dropped_by_stage: BTreeMap<&'static str, u64>,
+    /// Events already recorded (in this run or before).
+    pub duplicates: u64,
+    /// Inputs or events that could not be recorded.
+    pub rejected: u64,
+    /// The first [`MAX_REPORTED_REJECTIONS`] rejections.
+    pub rejections: Vec<Rejection>,
+    /// Sessions that received records, in name order.
+    pub sessions: Vec<String>,
+}
+
+struct Partition {
+    session_id: String,
+    date: String,
+    builder: OperationBatchBuilder,
+}
+
+/// One writer's pipeline into a recording directory.
+pub struct Ingestor {
+    config: IngestConfig,
+    sessions: SessionAssigner,
+    dedup: Deduplicator,
+    partitions: Vec<Partition>,
+    last_partition: Option<usize>,
+    day_cache: (i64, String),
+    writer: ParquetWriter,
+    rejected: RejectedLog,
+    stats: IngestStats,
+    written: Vec<WrittenFile>,
+    failure: Option<IngestError>,
+}
+
+/// A writer id that no other writer will pick: 12 random hex digits.
+pub fn random_writer_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
+impl Ingestor {
+    /// An ingestor writing into the recording at `root` under the name `writer_id`.
+    pub fn new(root: &Path, writer_id: &str, config: IngestConfig) -> Self {
+        let layout = Layout::new(root);
+        let sessions = match &config.session {
+            Some(name) => SessionAssigner::named(name.clone()),
+            None => SessionAssigner::automatic(config.idle_gap_us),
+        };
+        Self {
+            sessions,
+            dedup: Deduplicator::new(layout.clone()),
+            partitions: Vec::new(),
+            last_partition: None,
+            day_cache: (i64::MIN, String::new()),
+            writer: ParquetWriter::new(layout.clone(), writer_id.to_owned()),
+            rejected: RejectedLog::new(layout.rejected_dir(), writer_id),
+            stats: IngestStats::default(),
+            written: Vec::new(),
+            failure: None,
+            config,
+        }
+    }
+
+    /// What happened so far.
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    /// Where rejections are logged.
+    pub fn rejected_log(&self) -> &PathBuf {
+        self.rejected.path()
+    }
+
+    /// Decodes and records every event in `bytes`, which came from `source`. `progress` is told how
+    /// many bytes of `bytes` have been decoded, now and then.
+    pub fn ingest(&mut self, source: &str, bytes: &[u8], progress: &mut dyn FnMut(usize)) -> Result<(), IngestError> {
+        let mut sink = Sink { ingestor: self, source, progress };
+        decode(bytes, &mut sink);
+        match self.failure.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Records that a whole input (or part of one) could not be read.
+    pub fn reject_input(&mut self, source: &str, reason: String) -> Result<(), IngestError> {
+        self.reject(Rejection { source: source.to_owned(), location: None, reason }, &[]);
+        match self.failure.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes every buffered record out and returns the run's statistics and files.
+    pub fn finish(mut self) -> Result<(IngestStats, Vec<WrittenFile>), IngestError> {
+        for index in 0..self.partitions.len() {
+            self.flush_partition(index)?;
+        }
+        self.rejected.sync()?;
+        let mut sessions: Vec<String> = self.partitions.iter().map(|p| p.session_id.clone()).collect();
+        sessions.sort();
+        sessions.dedup();
+        self.stats.sessions = sessions;
+        Ok((self.stats, self.written))
+    }
+
+    fn reject(&mut self, rejection: Rejection, raw: &[u8]) {
+        self.stats.rejected += 1;
+        if let Err(e) = self.rejected.append(&rejection, raw) {
+            self.failure.get_or_insert(e.into());
+        }
+        if self.stats.rejections.len() < MAX_REPORTED_REJECTIONS {
+            self.stats.rejections.push(rejection);
+        }
+    }
+
+    fn partition_date(&mut self, received_at_us: i64) -> &str {
+        let day = received_at_us.div_euclid(86_400_000_000);
+        if self.day_cache.0 != day {
+            self.day_cache = (day, partition_date(received_at_us));
+        }
+        &self.day_cache.1
+    }
+
+    fn record(&mut self, source: &str, location: Location, event: Event<'_>, raw: &str) -> Result<(), IngestError> {
+        self.stats.events_read += 1;
+        let record = match normalize(event, &self.config.normalize) {
+            Ok(Normalized::Record(record)) => record,
+            Ok(Normalized::Dropped(stage)) => {
+                *self.stats.dropped_by_stage.entry(stage.as_str()).or_default() += 1;
+                return Ok(());
+            }
+            Err(e) => {
+                let rejection = Rejection { source: source.to_owned(), location: Some(location), reason: e.to_string() };
+                self.reject(rejection, raw.as_bytes());
+                return Ok(());
+            }
+        };
+        let key = record_key(&record);
+        let date = self.partition_date(record.received_at_us).to_owned();
+        if !self.dedup.insert(&date, key)? {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        let session = self.sessions.assign(record.received_at_us);
+        let index = match self.last_partition {
+            Some(i) if self.partitions[i].session_id == session && self.partitions[i].date == date => i,
+            _ => match self.partitions.iter().position(|p| p.session_id == session && p.date == date) {
+                Some(i) => i,
+                None => {
+                    self.partitions.push(Partition {
+                        session_id: session.to_owned(),
+                        date,
+                        builder: OperationBatchBuilder::new(),
+                    });
+                    self.partitions.len() - 1
+                }
+            },
+        };
+        self.last_partition = Some(index);
+        let builder = &mut self.partitions[index].builder;
+        builder.append(&record);
+        self.stats.records_accepted += 1;
+        if builder.len() >= self.config.max_rows_per_file || builder.approx_bytes() >= self.config.max_bytes_per_file {
+            self.flush_partition(index)?;
+        }
+        Ok(())
+    }
+
+    fn flush_partition(&mut self, index: usize) -> Result<(), IngestError> {
+        let partition = &mut self.partitions[index];
+        if partition.builder.is_empty() {
+            return Ok(());
+        }
+        let batch = partition.builder.finish().map_err(WriteError::Sort)?;
+        let file = self.writer.write(&partition.session_id, &partition.date, &batch)?;
+        tracing::debug!(path = %file.path.display(), rows = file.rows, bytes = file.bytes, "wrote parquet file");
+        self.stats.records_stored += file.rows as u64;
+        self.stats.files_written += 1;
+        self.stats.bytes_written += file.bytes;
+        self.written.push(file);
+        Ok(())
+    }
+}
+
+struct Sink<'i, 's, 'p> {
+    ingestor: &'i mut Ingestor,
+    source: &'s str,
+    progress: &'p mut dyn FnMut(usize),
+}
+
+impl EventSink for Sink<'_, '_, '_> {
+    fn on_event(&mut self, location: Location, event: Event<'_>, raw: &str) {
+        if self.ingestor.failure.is_some() {
+            return;
+        }
+        if let Err(e) = self.ingestor.record(self.source, location, event, raw) {
+            self.ingestor.failure = Some(e);
+        }
+    }
+
+    fn on_reject(&mut self, location: Location, reason: String, raw: &[u8]) {
+        let rejection = Rejection { source: self.source.to_owned(), location: Some(location), reason };
+        self.ingestor.reject(rejection, raw);
+    }
+
+    fn on_progress(&mut self, consumed: usize) {
+        (self.progress)(consumed);
+    }
+}

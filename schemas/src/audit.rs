@@ -1,0 +1,229 @@
+//! The `audit.k8s.io/v1` wire types, as the API server writes them.
+//!
+//! Strings borrow from the input buffer where they can (`Cow` falls back to an owned string only
+//! when the JSON string contains escapes), and `requestObject` / `responseObject` stay raw JSON so
+//! that decoding an event never builds a value tree for the (often large) objects it carries.
+//! Unknown fields are ignored, which is what lets pre-v1 events (extra `timestamp` and `metadata`)
+//! and vendor-enriched events (`p_*`, `_source_file`) decode with the same types.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// One audit event (`kind: Event`). Every field is optional here: the API server always writes
+/// `level`, `auditID`, `stage`, `requestURI`, `verb`, `user` and the two timestamps, but files from
+/// other tools do not, and the normalizer decides what an event must have to become a record.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event<'a> {
+    /// `"Event"` in log-backend lines; absent in webhook `EventList.items`.
+    #[serde(borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
+    /// `"audit.k8s.io/v1"`; absent in webhook items and in some pre-v1 events.
+    #[serde(borrow, default)]
+    pub api_version: Option<Cow<'a, str>>,
+    /// `Metadata`, `Request` or `RequestResponse`.
+    #[serde(borrow, default)]
+    pub level: Option<Cow<'a, str>>,
+    /// Unique per request unless the client sent an `Audit-ID` header.
+    #[serde(rename = "auditID", borrow, default)]
+    pub audit_id: Option<Cow<'a, str>>,
+    /// `RequestReceived`, `ResponseStarted`, `ResponseComplete` or `Panic`.
+    #[serde(borrow, default)]
+    pub stage: Option<Cow<'a, str>>,
+    /// Path and raw query of the request.
+    #[serde(rename = "requestURI", borrow, default)]
+    pub request_uri: Option<Cow<'a, str>>,
+    /// Kubernetes verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ...).
+    #[serde(borrow, default)]
+    pub verb: Option<Cow<'a, str>>,
+    /// The authenticated user.
+    #[serde(borrow, default)]
+    pub user: Option<UserInfo<'a>>,
+    /// The user the request impersonated, if any.
+    #[serde(borrow, default)]
+    pub impersonated_user: Option<UserInfo<'a>>,
+    /// Client addresses, the last one being the direct peer.
+    #[serde(rename = "sourceIPs", borrow, default)]
+    pub source_ips: Option<Vec<Cow<'a, str>>>,
+    /// The client's `User-Agent`.
+    #[serde(borrow, default)]
+    pub user_agent: Option<Cow<'a, str>>,
+    /// The object the request was about; absent for non-resource requests.
+    #[serde(borrow, default)]
+    pub object_ref: Option<ObjectReference<'a>>,
+    /// The response's status (`code` always; message, reason and details for failures).
+    #[serde(borrow, default)]
+    pub response_status: Option<ResponseStatus<'a>>,
+    /// The request body, at level `Request` and above.
+    #[serde(borrow, default)]
+    pub request_object: Option<&'a RawValue>,
+    /// The response body, at level `RequestResponse`.
+    #[serde(borrow, default)]
+    pub response_object: Option<&'a RawValue>,
+    /// When the API server received the request.
+    #[serde(borrow, default)]
+    pub request_received_timestamp: Option<Cow<'a, str>>,
+    /// When the event's stage was reached.
+    #[serde(borrow, default)]
+    pub stage_timestamp: Option<Cow<'a, str>>,
+    /// Free-form annotations (authorization decision, latency, truncation...).
+    #[serde(borrow, default)]
+    pub annotations: Option<&'a RawValue>,
+    /// Pre-v1 events carry one `timestamp` instead of the two timestamps above.
+    #[serde(borrow, default)]
+    pub timestamp: Option<Cow<'a, str>>,
+}
+
+/// `authentication/v1 UserInfo`.
+#[derive(Debug, Default, Deserialize)]
+pub struct UserInfo<'a> {
+    /// `system:serviceaccount:NS:NAME`, `system:kube-scheduler`, `alice@example.com`, ...
+    #[serde(borrow, default)]
+    pub username: Option<Cow<'a, str>>,
+    /// Group memberships.
+    #[serde(borrow, default)]
+    pub groups: Option<Vec<Cow<'a, str>>>,
+    /// The extra attributes KubeStep uses: which pod a bound service-account token belongs to.
+    #[serde(borrow, default)]
+    pub extra: Option<UserExtra<'a>>,
+}
+
+/// The `user.extra` keys that identify the pod behind a bound service-account token; every other
+/// key is skipped without being materialised.
+#[derive(Debug, Default, Deserialize)]
+pub struct UserExtra<'a> {
+    /// `authentication.kubernetes.io/pod-name`
+    #[serde(rename = "authentication.kubernetes.io/pod-name", borrow, default)]
+    pub pod_name: Option<Vec<Cow<'a, str>>>,
+    /// `authentication.kubernetes.io/pod-uid`
+    #[serde(rename = "authentication.kubernetes.io/pod-uid", borrow, default)]
+    pub pod_uid: Option<Vec<Cow<'a, str>>>,
+}
+
+/// `objectRef`: what the URL (and, for writes, the request body's metadata) said about the object.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference<'a> {
+    /// Plural resource name (`pods`, `deployments`).
+    #[serde(borrow, default)]
+    pub resource: Option<Cow<'a, str>>,
+    /// Namespace; absent for cluster-scoped objects.
+    #[serde(borrow, default)]
+    pub namespace: Option<Cow<'a, str>>,
+    /// Object name; absent for collections and for creates rejected before the body was read.
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    /// Object uid, when the request body carried one.
+    #[serde(borrow, default)]
+    pub uid: Option<Cow<'a, str>>,
+    /// API group (empty for the core group).
+    #[serde(borrow, default)]
+    pub api_group: Option<Cow<'a, str>>,
+    /// API version.
+    #[serde(borrow, default)]
+    pub api_version: Option<Cow<'a, str>>,
+    /// The resourceVersion the client **sent** (a precondition), not the one the write produced.
+    #[serde(borrow, default)]
+    pub resource_version: Option<Cow<'a, str>>,
+    /// `status`, `scale`, `exec`, ...
+    #[serde(borrow, default)]
+    pub subresource: Option<Cow<'a, str>>,
+}
+
+/// `responseStatus`, a `metav1.Status`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ResponseStatus<'a> {
+    /// HTTP status code.
+    #[serde(default)]
+    pub code: Option<i32>,
+    /// `Success` or `Failure`.
+    #[serde(borrow, default)]
+    pub status: Option<Cow<'a, str>>,
+    /// Human-readable description.
+    #[serde(borrow, default)]
+    pub message: Option<Cow<'a, str>>,
+    /// Machine-readable reason (`Conflict`, `NotFound`, `Forbidden`, ...).
+    #[serde(borrow, default)]
+    pub reason: Option<Cow<'a, str>>,
+    /// Which object the status is about; deletes name the deleted object's uid here.
+    #[serde(borrow, default)]
+    pub details: Option<StatusDetails<'a>>,
+}
+
+/// `metav1.StatusDetails`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StatusDetails<'a> {
+    /// Object name.
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    /// Plural resource name, despite the field's name.
+    #[serde(borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
+    /// Object uid.
+    #[serde(borrow, default)]
+    pub uid: Option<Cow<'a, str>>,
+}
+
+/// The head of a Kubernetes object (request or response body): enough to identify it and its
+/// version without materialising the rest of it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectHead<'a> {
+    /// `Pod`, `Deployment`, `Status`, `PodList`, ...
+    #[serde(borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
+    /// The object's `apiVersion`.
+    #[serde(borrow, default)]
+    pub api_version: Option<Cow<'a, str>>,
+    /// `metadata`.
+    #[serde(borrow, default)]
+    pub metadata: Option<ObjectMeta<'a>>,
+    /// `details` of a `Status` object (a delete's response).
+    #[serde(borrow, default)]
+    pub details: Option<StatusDetails<'a>>,
+}
+
+/// The `metadata` fields of an object that KubeStep records.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta<'a> {
+    /// Object name.
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    /// Object namespace.
+    #[serde(borrow, default)]
+    pub namespace: Option<Cow<'a, str>>,
+    /// Object uid.
+    #[serde(borrow, default)]
+    pub uid: Option<Cow<'a, str>>,
+    /// Opaque version string; compare for equality only.
+    #[serde(borrow, default)]
+    pub resource_version: Option<Cow<'a, str>>,
+    /// Bumped by spec changes only.
+    #[serde(default)]
+    pub generation: Option<i64>,
+    /// Owners of the object.
+    #[serde(borrow, default)]
+    pub owner_references: Option<Vec<OwnerReference<'a>>>,
+}
+
+/// One `metadata.ownerReferences[]` entry (only its uid is recorded).
+#[derive(Debug, Default, Deserialize)]
+pub struct OwnerReference<'a> {
+    /// The owner's uid.
+    #[serde(borrow, default)]
+    pub uid: Option<Cow<'a, str>>,
+}
+
+/// `EventList`, the body of every webhook POST.
+#[derive(Debug, Deserialize)]
+pub struct EventList<'a> {
+    /// `"EventList"`.
+    #[serde(borrow, default)]
+    pub kind: Option<Cow<'a, str>>,
+    /// The events, kept raw so that one bad item does not fail the list.
+    #[serde(borrow, default)]
+    pub items: Vec<&'a RawValue>,
+}

@@ -1,0 +1,14 @@
+//! # kubestep-schemas
+//!
+//! The vocabulary every other KubeStep crate speaks: the `audit.k8s.io/v1` event as the API server
+//! writes it ([`audit`]), the operation record KubeStep turns it into ([`record`]), and the Arrow
+//! schema and batch builder of the `operations` table ([`schema`]). The ingest and query crates never
+//! depend on each other; both depend on this one.
+
+pub mod audit;
+pub mod record;
+pub mod schema;
+pub mod session;
+
+pub use record::OperationRecord;
+pub use schema::{OperationBatchBuilder, file_schema, partition_fields, table_schema};

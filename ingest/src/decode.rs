@@ -4,7 +4,8 @@
 //! JSON lines (the log backend), an `EventList` (the webhook), a JSON array of events, one event
 //! (compact or pretty-printed), pretty-printed events one after the other (`jq .` output), and the
 //! Azure diagnostic wrapper `{"records":[{"properties":{"log": <event as string or object>}}]}` in any
-//! of those. Pre-v1 events decode as they are. A UTF-8 byte-order mark is skipped.
+//! of those, and YAML documents (`kubectl -o yaml`, test fixtures) for input that is not JSON.
+//! Pre-v1 events decode as they are. A UTF-8 byte-order mark is skipped.
 //!
 //! Decoding never fails as a whole: every event found is handed to the [`EventSink`], every piece
 //! that is not an event is handed to it as a rejection with its line and reason, and decoding goes on
@@ -64,11 +65,31 @@ pub fn decode(input: &[u8], sink: &mut impl EventSink) {
     };
     let leading_lines = memchr::memchr_iter(b'\n', &input[..start]).count();
     let body = &input[start..];
-    if body[0] == b'{' && first_line_is_complete(body) {
-        decode_lines(body, leading_lines, sink);
-    } else {
-        decode_stream(body, leading_lines, sink);
+    match body[0] {
+        b'{' if first_line_is_complete(body) => decode_lines(body, leading_lines, sink),
+        b'{' | b'[' => decode_stream(body, leading_lines, sink),
+        _ => decode_yaml(body, leading_lines, sink),
     }
+}
+
+/// YAML documents separated by `---`, each an event or a container of events. The slow path:
+/// every document is converted to JSON text and decoded like any other value.
+fn decode_yaml(body: &[u8], leading_lines: usize, sink: &mut impl EventSink) {
+    for (i, document) in serde_norway::Deserializer::from_slice(body).enumerate() {
+        let location = Location { line: leading_lines + 1, item: (i > 0).then_some(i) };
+        match serde_json::Value::deserialize(document) {
+            Ok(value) => match serde_json::to_string(&value) {
+                Ok(json) => decode_value(json.as_bytes(), location, 0, sink),
+                Err(err) => sink.on_reject(location, format!("YAML document cannot be JSON: {err}"), body),
+            },
+            Err(err) => {
+                let reason = format!("neither JSON nor a YAML audit event: {err}");
+                sink.on_reject(location, reason, body);
+                return;
+            }
+        }
+    }
+    sink.on_progress(body.len());
 }
 
 /// True when the first line of `body` holds a whole JSON value: the JSON-lines shape.
@@ -391,6 +412,17 @@ mod tests {
         assert_eq!(ids(&c), ["a", "b"]);
         assert_eq!(c.rejects.len(), 1);
         assert_eq!(c.rejects[0].0.line, 2);
+    }
+
+    #[test]
+    fn yaml_documents() {
+        let yaml = "# a comment\nauditID: a\nstage: ResponseComplete\n---\nkind: EventList\nitems:\n- auditID: b\n  stage: Panic\n";
+        assert_eq!(ids(&run(yaml)), ["a", "b"]);
+        let c = run("just some text\n");
+        assert!(c.events.is_empty());
+        assert_eq!(c.rejects.len(), 1);
+        let c = run("key: [unclosed\n");
+        assert!(c.rejects[0].1.contains("neither JSON nor a YAML"), "{:?}", c.rejects);
     }
 
     #[test]

@@ -215,7 +215,7 @@ impl Ingestor {
             self.stats.duplicates += 1;
             return Ok(());
         }
-        let session = self.sessions.assign(record.received_at_us);
+        let session = self.sessions.assign(record.completed_at_us);
         let index = match self.last_partition {
             Some(i) if self.partitions[i].session_id == session && self.partitions[i].date == date => i,
             _ => match self.partitions.iter().position(|p| p.session_id == session && p.date == date) {

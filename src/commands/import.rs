@@ -1,0 +1,160 @@
+//! `kubestep import FILE...`
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use kubestep_ingest::actor::ActorRule;
+use kubestep_ingest::import::{STDIN, read_input};
+use kubestep_ingest::normalize::{DEFAULT_MAX_OBJECT_BYTES, NormalizeConfig};
+use kubestep_ingest::{IngestConfig, IngestStats, Ingestor, random_writer_id};
+use kubestep_schemas::session::validate_session_name;
+
+use crate::DataDir;
+
+/// How many rejections the summary lists before pointing at the log.
+const LISTED_REJECTIONS: usize = 20;
+
+/// Arguments of `kubestep import`.
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// Files to import; `-` reads standard input.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<String>,
+    #[command(flatten)]
+    data: DataDir,
+    /// Record everything into this session instead of automatic ones.
+    #[arg(long, value_name = "NAME")]
+    session: Option<String>,
+    /// An automatic session ends after this long without events.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    idle_gap: Duration,
+    /// Objects larger than this many bytes are stored as a stub that keeps their metadata.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OBJECT_BYTES)]
+    max_object_bytes: usize,
+    /// Name the actor of matching requests: `REGEX=NAME`, matched against `username|user_agent`. Repeatable.
+    #[arg(long = "actor-rule", value_name = "REGEX=NAME")]
+    actor_rules: Vec<String>,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    if let Some(session) = &args.session {
+        validate_session_name(session)?;
+    }
+    let actor_rules = args
+        .actor_rules
+        .iter()
+        .map(|r| ActorRule::parse(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let idle_gap_us = i64::try_from(args.idle_gap.as_micros()).context("--idle-gap is too large")?;
+    if idle_gap_us <= 0 {
+        bail!("--idle-gap must be longer than zero");
+    }
+    let config = IngestConfig {
+        normalize: NormalizeConfig { max_object_bytes: args.max_object_bytes, actor_rules },
+        session: args.session.clone(),
+        idle_gap_us,
+        ..IngestConfig::default()
+    };
+    let root = &args.data.data;
+    let mut ingestor = Ingestor::new(root, &random_writer_id(), config);
+
+    let total: u64 = args
+        .files
+        .iter()
+        .filter(|f| f.as_str() != STDIN)
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum();
+    let bar = if !args.quiet && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(total);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let mut done_bytes = 0u64;
+    for name in &args.files {
+        bar.set_message(name.clone());
+        let input = match read_input(name) {
+            Ok(input) => input,
+            Err(e) => {
+                ingestor.reject_input(name, format!("cannot read: {e}"))?;
+                continue;
+            }
+        };
+        if let Some(problem) = &input.problem {
+            ingestor.reject_input(name, problem.clone())?;
+        }
+        // Progress is counted in input bytes; for gzip, decompressed progress is scaled down.
+        let on_disk = input.compressed_len.unwrap_or(input.bytes.len() as u64);
+        let scale = on_disk as f64 / input.bytes.len().max(1) as f64;
+        let start = done_bytes;
+        let mut progress = |consumed: usize| bar.set_position(start + (consumed as f64 * scale) as u64);
+        ingestor
+            .ingest(name, &input.bytes, &mut progress)
+            .with_context(|| format!("importing {name}: storage failed; records stored before this point are kept"))?;
+        done_bytes += on_disk;
+        bar.set_position(done_bytes);
+    }
+    let rejected_log = ingestor.rejected_log().clone();
+    let (stats, _files) = ingestor
+        .finish()
+        .context("writing the imported records failed; records written before this point are kept")?;
+    bar.finish_and_clear();
+    print_summary(&args, &stats, &rejected_log);
+    Ok(if stats.rejected > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_summary(args: &ImportArgs, stats: &IngestStats, rejected_log: &std::path::Path) {
+    let n = args.files.len();
+    println!(
+        "imported {n} input{} into {}",
+        if n == 1 { "" } else { "s" },
+        args.data.data.display()
+    );
+    println!("  events read       {:>9}", stats.events_read);
+    let sessions = match stats.sessions.len() {
+        0 => String::new(),
+        1..=3 => format!(", session {}", stats.sessions.join(", ")),
+        k => format!(", {k} sessions {} .. {}", stats.sessions[0], stats.sessions[k - 1]),
+    };
+    println!(
+        "  records stored    {:>9}  ({} file{}, {} bytes{})",
+        stats.records_stored,
+        stats.files_written,
+        if stats.files_written == 1 { "" } else { "s" },
+        stats.bytes_written,
+        sessions
+    );
+    println!("  duplicates        {:>9}", stats.duplicates);
+    let dropped: u64 = stats.dropped_by_stage.values().sum();
+    let by_stage: Vec<String> = stats.dropped_by_stage.iter().map(|(s, c)| format!("{s} {c}")).collect();
+    if by_stage.is_empty() {
+        println!("  dropped by stage  {dropped:>9}");
+    } else {
+        println!("  dropped by stage  {dropped:>9}  ({})", by_stage.join(", "));
+    }
+    println!("  rejected          {:>9}", stats.rejected);
+    if stats.rejected > 0 {
+        println!("rejected:");
+        for rejection in stats.rejections.iter().take(LISTED_REJECTIONS) {
+            println!("  {rejection}");
+        }
+        let listed = stats.rejections.len().min(LISTED_REJECTIONS) as u64;
+        if stats.rejected > listed {
+            println!("  ... and {} more", stats.rejected - listed);
+        }
+        println!("every rejection, with the text that was rejected: {}", rejected_log.display());
+    }
+}

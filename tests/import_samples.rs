@@ -59,7 +59,8 @@ fn expected_records(path: &Path) -> usize {
         }
         let received = s(&e, "requestReceivedTimestamp").or_else(|| s(&e, "timestamp"));
         let completed = s(&e, "stageTimestamp").or_else(|| s(&e, "timestamp"));
-        let (Some(id), Some(verb), Some(received), Some(_)) = (s(&e, "auditID"), s(&e, "verb"), received, completed) else {
+        let (Some(id), Some(verb), Some(received), Some(_)) = (s(&e, "auditID"), s(&e, "verb"), received, completed)
+        else {
             continue;
         };
         keys.insert((id, stage, received, verb, s(&e, "requestURI")));
@@ -125,7 +126,10 @@ fn the_kind_lease_update_records_the_version_sent_and_the_version_produced() {
             dir.path(),
             "SELECT verb, kind, namespace, name, resource_version, base_resource_version, actor_id, status_code FROM operations",
         );
-        assert_eq!(row, ["update", "Lease", "kube-system", "kube-scheduler", "5812", "5808", "system:kube-scheduler", "200"]);
+        assert_eq!(
+            row,
+            ["update", "Lease", "kube-system", "kube-scheduler", "5812", "5808", "system:kube-scheduler", "200"]
+        );
     }
 }
 
@@ -156,7 +160,9 @@ fn aks_wrappers_and_per_controller_actors() {
     let actors: Vec<&str> = actors.iter().map(|r| r[0].as_str()).collect();
     assert!(actors.contains(&"kube-system/resourcequota-controller"), "{actors:?}");
     assert!(actors.iter().all(|a| !a.starts_with("system:serviceaccount:")), "{actors:?}");
-    for wrapped in ["sysdiglabs-aks-audit-log__sample_EventHubs_event.json", "elastic-integrations__test-kube-audit.log"] {
+    for wrapped in
+        ["sysdiglabs-aks-audit-log__sample_EventHubs_event.json", "elastic-integrations__test-kube-audit.log"]
+    {
         let dir = tempfile::tempdir().expect("tempdir");
         import(dir.path(), &[&sample(wrapped)], &[]);
         assert_eq!(count(dir.path(), "SELECT count(*) FROM operations"), 1, "{wrapped}");

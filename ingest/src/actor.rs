@@ -85,14 +85,27 @@ mod tests {
     #[test]
     fn controller_manager_suffix_wins_over_its_username() {
         let ua = "kube-controller-manager/v1.28.7 (linux/amd64) kubernetes/c8dcb00/system:serviceaccount:kube-system:replicaset-controller";
-        assert_eq!(derive_actor(&[], Some("system:kube-controller-manager"), Some(ua)), "kube-system/replicaset-controller");
+        assert_eq!(
+            derive_actor(&[], Some("system:kube-controller-manager"), Some(ua)),
+            "kube-system/replicaset-controller"
+        );
     }
 
     #[test]
     fn service_accounts_and_plain_users() {
         let ua = "manager/v0.0.0 (linux/amd64) kubernetes/$Format/leader-election";
-        assert_eq!(derive_actor(&[], Some("system:serviceaccount:ops:widget-operator"), Some(ua)), "ops/widget-operator");
-        assert_eq!(derive_actor(&[], Some("system:kube-scheduler"), Some("kube-scheduler/v1.32.2 (linux/arm64) kubernetes/67a30c0/leader-election")), "system:kube-scheduler");
+        assert_eq!(
+            derive_actor(&[], Some("system:serviceaccount:ops:widget-operator"), Some(ua)),
+            "ops/widget-operator"
+        );
+        assert_eq!(
+            derive_actor(
+                &[],
+                Some("system:kube-scheduler"),
+                Some("kube-scheduler/v1.32.2 (linux/arm64) kubernetes/67a30c0/leader-election")
+            ),
+            "system:kube-scheduler"
+        );
         assert_eq!(derive_actor(&[], Some("alice@example.com"), Some("kubectl/v1.29.2")), "alice@example.com");
         assert_eq!(derive_actor(&[], None, None), "unknown");
         assert_eq!(derive_actor(&[], Some("system:serviceaccount:broken"), None), "system:serviceaccount:broken");

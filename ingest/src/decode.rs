@@ -108,7 +108,7 @@ fn decode_lines(body: &[u8], leading_lines: usize, sink: &mut impl EventSink) {
     for line in body.split(|&b| b == b'\n') {
         line_no += 1;
         consumed += line.len() + 1;
-        if line_no % 4096 == 0 {
+        if line_no.is_multiple_of(4096) {
             sink.on_progress(consumed);
         }
         let line = trim_ascii(line);
@@ -218,7 +218,11 @@ fn decode_value(text: &[u8], location: Location, depth: usize, sink: &mut impl E
             return;
         }
         _ => {
-            sink.on_reject(location, "not an audit event: expected a JSON object".to_owned(), text);
+            let reason = match serde_json::from_slice::<IgnoredAny>(text) {
+                Ok(_) => "not an audit event: expected a JSON object".to_owned(),
+                Err(err) => format!("not valid JSON: {}", strip_position(&err)),
+            };
+            sink.on_reject(location, reason, text);
             return;
         }
     }
@@ -359,7 +363,8 @@ mod tests {
 
     #[test]
     fn event_list_array_and_pretty_values() {
-        let list = format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{A},{B}]}}"#);
+        let list =
+            format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{A},{B}]}}"#);
         assert_eq!(ids(&run(&list)), ["a", "b"]);
         assert_eq!(ids(&run(&format!("[{A},\n{B}]"))), ["a", "b"]);
         let pretty = "{\n  \"auditID\": \"a\",\n  \"stage\": \"Panic\"\n}\n{\n  \"auditID\": \"b\",\n  \"stage\": \"Panic\"\n}\n";

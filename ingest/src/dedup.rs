@@ -103,10 +103,13 @@ fn load_file_keys(path: &Path, out: &mut HashSet<u128>) -> Result<(), LoadKeysEr
     for batch in reader {
         let batch = batch.map_err(|e| err(e.to_string()))?;
         let column = |name: &str| batch.column_by_name(name).ok_or_else(|| err(format!("no column {name}")));
-        let audit_id = column(columns::AUDIT_ID)?.as_string_opt::<i32>().ok_or_else(|| err("audit_id is not Utf8".into()))?;
+        let audit_id =
+            column(columns::AUDIT_ID)?.as_string_opt::<i32>().ok_or_else(|| err("audit_id is not Utf8".into()))?;
         let stage = column(columns::STAGE)?.as_string_opt::<i32>().ok_or_else(|| err("stage is not Utf8".into()))?;
         let verb = column(columns::VERB)?.as_string_opt::<i32>().ok_or_else(|| err("verb is not Utf8".into()))?;
-        let uri = column(columns::REQUEST_URI)?.as_string_opt::<i32>().ok_or_else(|| err("request_uri is not Utf8".into()))?;
+        let uri = column(columns::REQUEST_URI)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| err("request_uri is not Utf8".into()))?;
         let received = column(columns::RECEIVED_AT)?
             .as_primitive_opt::<TimestampMicrosecondType>()
             .ok_or_else(|| err("received_at is not Timestamp(us)".into()))?;

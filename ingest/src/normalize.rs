@@ -91,10 +91,8 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
     let audit_id = non_empty(event.audit_id).ok_or(NormalizeError::Missing("auditID"))?;
     let verb = non_empty(event.verb).ok_or(NormalizeError::Missing("verb"))?;
     let legacy = event.timestamp.as_deref();
-    let received_at_us = timestamp_field(
-        "requestReceivedTimestamp",
-        event.request_received_timestamp.as_deref().or(legacy),
-    )?;
+    let received_at_us =
+        timestamp_field("requestReceivedTimestamp", event.request_received_timestamp.as_deref().or(legacy))?;
     let completed_at_us = timestamp_field("stageTimestamp", event.stage_timestamp.as_deref().or(legacy))?;
 
     let object_ref = event.object_ref.unwrap_or_default();
@@ -106,21 +104,14 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
 
     let resource = non_empty(object_ref.resource);
     let subresource = non_empty(object_ref.subresource);
-    let kind = derive_kind(
-        &verb,
-        resource.as_deref(),
-        subresource.as_deref(),
-        response_head.as_ref(),
-        request_head.as_ref(),
-    );
+    let kind =
+        derive_kind(&verb, resource.as_deref(), subresource.as_deref(), response_head.as_ref(), request_head.as_ref());
     let is_secret = resource.as_deref() == Some("secrets") || kind.as_deref() == Some("Secret");
 
-    let name = non_empty(object_ref.name).or_else(|| {
-        (!response_is_status).then(|| response_meta.and_then(|m| m.name.clone())).flatten()
-    });
-    let namespace = non_empty(object_ref.namespace).or_else(|| {
-        (!response_is_status).then(|| response_meta.and_then(|m| m.namespace.clone())).flatten()
-    });
+    let name = non_empty(object_ref.name)
+        .or_else(|| (!response_is_status).then(|| response_meta.and_then(|m| m.name.clone())).flatten());
+    let namespace = non_empty(object_ref.namespace)
+        .or_else(|| (!response_is_status).then(|| response_meta.and_then(|m| m.namespace.clone())).flatten());
     let status_details_uid = response_head
         .as_ref()
         .filter(|_| response_is_status)
@@ -156,9 +147,7 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
     let user_agent = event.user_agent;
     let actor_id = match &username {
         Some(Cow::Borrowed(u)) => derive_actor(&config.actor_rules, Some(u), user_agent.as_deref()),
-        other => Cow::Owned(
-            derive_actor(&config.actor_rules, other.as_deref(), user_agent.as_deref()).into_owned(),
-        ),
+        other => Cow::Owned(derive_actor(&config.actor_rules, other.as_deref(), user_agent.as_deref()).into_owned()),
     };
 
     let status = event.response_status.unwrap_or_default();
@@ -319,10 +308,7 @@ pub fn parse_timestamp_us(s: &str) -> Option<i64> {
 /// The `fieldManager` and whether `dryRun=All` was asked, from a request URI's query.
 fn uri_params(uri: &str) -> (Option<Cow<'_, str>>, bool) {
     match uri.split_once('?') {
-        Some((_, query)) => (
-            query_param(query, "fieldManager"),
-            query_values(query, "dryRun").any(|v| v == "All"),
-        ),
+        Some((_, query)) => (query_param(query, "fieldManager"), query_values(query, "dryRun").any(|v| v == "All")),
         None => (None, false),
     }
 }
@@ -379,14 +365,24 @@ mod tests {
         assert_eq!(parse_timestamp_us("2021-02-10T02:28:46+02:00"), Some(base));
         assert_eq!(parse_timestamp_us("2021-02-09T23:28:46-0100"), Some(base));
         assert_eq!(parse_timestamp_us("2021-02-10 00:28:46.38"), Some(base + 380_000));
-        for bad in ["", "2021-02-10", "2021-02-30T00:00:00Z", "2021-02-10T00:28:46.Z", "yesterday at noon!!", "2021-02-10T00:28:46Q"] {
+        for bad in [
+            "",
+            "2021-02-10",
+            "2021-02-30T00:00:00Z",
+            "2021-02-10T00:28:46.Z",
+            "yesterday at noon!!",
+            "2021-02-10T00:28:46Q",
+        ] {
             assert_eq!(parse_timestamp_us(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn query_parameters() {
-        assert_eq!(query_param("fieldManager=kubectl-client-side-apply&x=1", "fieldManager").as_deref(), Some("kubectl-client-side-apply"));
+        assert_eq!(
+            query_param("fieldManager=kubectl-client-side-apply&x=1", "fieldManager").as_deref(),
+            Some("kubectl-client-side-apply")
+        );
         assert_eq!(query_param("a=1&fieldManager=my%20mgr", "fieldManager").as_deref(), Some("my mgr"));
         assert_eq!(query_param("fieldManager=", "fieldManager"), None);
         assert!(query_values("dryRun=All&timeout=10s", "dryRun").any(|v| v == "All"));
@@ -442,7 +438,8 @@ mod tests {
         }
     }
 
-    const TS: &str = r#""requestReceivedTimestamp":"2024-01-01T00:00:00.000000Z","stageTimestamp":"2024-01-01T00:00:00.012500Z""#;
+    const TS: &str =
+        r#""requestReceivedTimestamp":"2024-01-01T00:00:00.000000Z","stageTimestamp":"2024-01-01T00:00:00.012500Z""#;
 
     #[test]
     fn an_update_records_both_versions() {
@@ -482,7 +479,8 @@ mod tests {
         ));
         assert_eq!(r.error.as_deref(), Some("the object has been modified"));
         assert_eq!(r.kind.as_deref(), Some("ConfigMap"));
-        let r = record(&format!(r#"{{"auditID":"c3","stage":"Panic","verb":"get","responseStatus":{{"code":500}},{TS}}}"#));
+        let r =
+            record(&format!(r#"{{"auditID":"c3","stage":"Panic","verb":"get","responseStatus":{{"code":500}},{TS}}}"#));
         assert_eq!(r.error.as_deref(), Some("HTTP 500"));
     }
 
@@ -517,13 +515,25 @@ mod tests {
             normalize(event, &NormalizeConfig::default()).map(|n| matches!(n, Normalized::Dropped(_)))
         };
         assert_eq!(norm(r#"{"auditID":"a","stage":"RequestReceived"}"#), Ok(true));
-        assert_eq!(norm(r#"{"auditID":"a","stage":"Sideways"}"#).unwrap_err(), NormalizeError::UnknownStage("Sideways".into()));
-        assert_eq!(norm(&format!(r#"{{"stage":"Panic","verb":"get",{TS}}}"#)).unwrap_err(), NormalizeError::Missing("auditID"));
-        assert_eq!(norm(r#"{"auditID":"a","stage":"Panic","verb":"get"}"#).unwrap_err(), NormalizeError::Missing("requestReceivedTimestamp"));
+        assert_eq!(
+            norm(r#"{"auditID":"a","stage":"Sideways"}"#).unwrap_err(),
+            NormalizeError::UnknownStage("Sideways".into())
+        );
+        assert_eq!(
+            norm(&format!(r#"{{"stage":"Panic","verb":"get",{TS}}}"#)).unwrap_err(),
+            NormalizeError::Missing("auditID")
+        );
+        assert_eq!(
+            norm(r#"{"auditID":"a","stage":"Panic","verb":"get"}"#).unwrap_err(),
+            NormalizeError::Missing("requestReceivedTimestamp")
+        );
         let bad = norm(r#"{"auditID":"a","stage":"Panic","verb":"get","requestReceivedTimestamp":"soon","stageTimestamp":"later"}"#).unwrap_err();
         assert!(bad.to_string().contains("\"soon\""), "{bad}");
         // Pre-v1 events carry a single timestamp.
-        assert_eq!(norm(r#"{"auditID":"a","stage":"ResponseComplete","verb":"get","timestamp":"2017-09-11T19:55:05Z"}"#), Ok(false));
+        assert_eq!(
+            norm(r#"{"auditID":"a","stage":"ResponseComplete","verb":"get","timestamp":"2017-09-11T19:55:05Z"}"#),
+            Ok(false)
+        );
     }
 
     #[test]
@@ -543,6 +553,9 @@ mod tests {
         let config = NormalizeConfig { max_object_bytes: 1024, ..NormalizeConfig::default() };
         let Ok(Normalized::Record(r)) = normalize(event, &config) else { panic!("not a record") };
         let stored = r.response_object.as_deref().unwrap();
-        assert!(stored.len() < 1024 && stored.contains("kubestep.io/truncated") && stored.contains("\"big\""), "{stored}");
+        assert!(
+            stored.len() < 1024 && stored.contains("kubestep.io/truncated") && stored.contains("\"big\""),
+            "{stored}"
+        );
     }
 }

@@ -204,7 +204,8 @@ impl Ingestor {
                 return Ok(());
             }
             Err(e) => {
-                let rejection = Rejection { source: source.to_owned(), location: Some(location), reason: e.to_string() };
+                let rejection =
+                    Rejection { source: source.to_owned(), location: Some(location), reason: e.to_string() };
                 self.reject(rejection, raw.as_bytes());
                 return Ok(());
             }

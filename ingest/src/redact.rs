@@ -175,7 +175,10 @@ mod tests {
 
     #[test]
     fn large_objects_become_stubs_that_keep_metadata() {
-        let big = format!(r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"big","uid":"u1","resourceVersion":"7"}},"data":{{"blob":"{}"}}}}"#, "x".repeat(5000));
+        let big = format!(
+            r#"{{"kind":"ConfigMap","apiVersion":"v1","metadata":{{"name":"big","uid":"u1","resourceVersion":"7"}},"data":{{"blob":"{}"}}}}"#,
+            "x".repeat(5000)
+        );
         assert!(truncate_object(&big, 10_000).is_none());
         let stub = truncate_object(&big, 1000).unwrap();
         let v: Value = serde_json::from_str(&stub).unwrap();

@@ -51,10 +51,8 @@ impl SessionAssigner {
         let gap = self.idle_gap_us;
         let t = completed_at_us;
         // The most recently created sessions are at the end; search from there.
-        let found = self
-            .open
-            .iter()
-            .rposition(|s| t >= s.first_us.saturating_sub(gap) && t <= s.latest_us.saturating_add(gap));
+        let found =
+            self.open.iter().rposition(|s| t >= s.first_us.saturating_sub(gap) && t <= s.latest_us.saturating_add(gap));
         let index = match found {
             Some(i) => {
                 let s = &mut self.open[i];

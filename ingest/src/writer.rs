@@ -16,8 +16,8 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::errors::ParquetError;
-use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use kubestep_schemas::schema::columns;
 
 use crate::layout::Layout;
@@ -82,7 +82,11 @@ impl ParquetWriter {
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_sorting_columns(Some(vec![SortingColumn { column_idx: sort_column_index(), descending: false, nulls_first: false }]))
+            .set_sorting_columns(Some(vec![SortingColumn {
+                column_idx: sort_column_index(),
+                descending: false,
+                nulls_first: false,
+            }]))
             .set_created_by(format!("kubestep {}", env!("CARGO_PKG_VERSION")))
             .build();
         Self { layout, writer_id, next_seq: 1, props }
@@ -135,9 +139,7 @@ fn sort_column_index() -> i32 {
 /// Sorts a batch of operations into the table's order: `(received_at, audit_id)`.
 pub fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     let key = |name: &str| -> Result<SortColumn, ArrowError> {
-        let column = batch
-            .column_by_name(name)
-            .ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")))?;
+        let column = batch.column_by_name(name).ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")))?;
         Ok(SortColumn { values: Arc::clone(column), options: None })
     };
     let indices = lexsort_to_indices(&[key(columns::RECEIVED_AT)?, key(columns::AUDIT_ID)?], None)?;

@@ -49,10 +49,8 @@ pub async fn open_recording(root: &Path) -> Result<SessionContext, QueryError> {
         };
         return Err(QueryError::NoRecording { path: root.to_owned(), reason });
     }
-    let absolute = std::path::absolute(&operations).map_err(|e| QueryError::NoRecording {
-        path: root.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let absolute = std::path::absolute(&operations)
+        .map_err(|e| QueryError::NoRecording { path: root.to_owned(), reason: e.to_string() })?;
     let url = ListingTableUrl::parse(format!("{}/", absolute.display()))?;
 
     let runtime = RuntimeEnvBuilder::new()

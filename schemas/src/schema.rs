@@ -6,8 +6,8 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::error::ArrowError;
@@ -155,10 +155,7 @@ pub fn file_schema() -> SchemaRef {
 
 /// The partition columns, in directory order: `session_id`, then `date`.
 pub fn partition_fields() -> Vec<Field> {
-    vec![
-        Field::new(columns::SESSION_ID, DataType::Utf8, false),
-        Field::new(columns::DATE, DataType::Utf8, false),
-    ]
+    vec![Field::new(columns::SESSION_ID, DataType::Utf8, false), Field::new(columns::DATE, DataType::Utf8, false)]
 }
 
 /// The full `operations` table as queries see it: the file columns followed by the partition
@@ -315,14 +312,12 @@ impl OperationBatchBuilder {
     /// Appends one record.
     pub fn append(&mut self, r: &OperationRecord<'_>) {
         let mut bytes = 64;
-        let mut opt = |b: &mut StringBuilder, v: &Option<std::borrow::Cow<'_, str>>| {
-            match v {
-                Some(v) => {
-                    b.append_value(v);
-                    bytes += v.len();
-                }
-                None => b.append_null(),
+        let mut opt = |b: &mut StringBuilder, v: &Option<std::borrow::Cow<'_, str>>| match v {
+            Some(v) => {
+                b.append_value(v);
+                bytes += v.len();
             }
+            None => b.append_null(),
         };
         opt(&mut self.level, &r.level);
         opt(&mut self.api_group, &r.api_group);

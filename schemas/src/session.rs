@@ -35,11 +35,7 @@ pub fn validate_session_name(name: &str) -> Result<(), InvalidSessionName> {
         && name != "."
         && name != ".."
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(InvalidSessionName { name: name.to_owned() })
-    }
+    if ok { Ok(()) } else { Err(InvalidSessionName { name: name.to_owned() }) }
 }
 
 /// The name of an automatic session that starts at `start_us` (microseconds since the epoch):

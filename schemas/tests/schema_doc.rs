@@ -19,11 +19,8 @@ fn documented_columns() -> Vec<(String, String)> {
 fn documented_table_matches_the_arrow_schema() {
     let documented = documented_columns();
     let schema = table_schema();
-    let actual: Vec<(String, String)> = schema
-        .fields()
-        .iter()
-        .map(|f| (f.name().clone(), type_label(f.data_type())))
-        .collect();
+    let actual: Vec<(String, String)> =
+        schema.fields().iter().map(|f| (f.name().clone(), type_label(f.data_type()))).collect();
     assert_eq!(documented, actual);
 }
 
@@ -32,12 +29,43 @@ fn the_spec_columns_are_all_there() {
     // The column names users already write SQL against.
     let schema = table_schema();
     for name in [
-        "session_id", "audit_id", "stage", "level", "received_at", "completed_at", "duration_ms",
-        "verb", "operation_type", "api_group", "api_version", "resource", "subresource", "kind",
-        "namespace", "name", "uid", "resource_version", "base_resource_version", "generation",
-        "owner_uids", "actor_id", "username", "user_agent", "user_groups", "source_ips",
-        "impersonated_user", "pod_name", "pod_uid", "field_manager", "status_code", "error",
-        "request_uri", "dry_run", "request_object", "response_object", "annotations",
+        "session_id",
+        "audit_id",
+        "stage",
+        "level",
+        "received_at",
+        "completed_at",
+        "duration_ms",
+        "verb",
+        "operation_type",
+        "api_group",
+        "api_version",
+        "resource",
+        "subresource",
+        "kind",
+        "namespace",
+        "name",
+        "uid",
+        "resource_version",
+        "base_resource_version",
+        "generation",
+        "owner_uids",
+        "actor_id",
+        "username",
+        "user_agent",
+        "user_groups",
+        "source_ips",
+        "impersonated_user",
+        "pod_name",
+        "pod_uid",
+        "field_manager",
+        "status_code",
+        "error",
+        "request_uri",
+        "dry_run",
+        "request_object",
+        "response_object",
+        "annotations",
     ] {
         assert!(schema.field_with_name(name).is_ok(), "missing column {name}");
     }

@@ -46,11 +46,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     if let Some(session) = &args.session {
         validate_session_name(session)?;
     }
-    let actor_rules = args
-        .actor_rules
-        .iter()
-        .map(|r| ActorRule::parse(r))
-        .collect::<Result<Vec<_>, _>>()?;
+    let actor_rules = args.actor_rules.iter().map(|r| ActorRule::parse(r)).collect::<Result<Vec<_>, _>>()?;
     let idle_gap_us = i64::try_from(args.idle_gap.as_micros()).context("--idle-gap is too large")?;
     if idle_gap_us <= 0 {
         bail!("--idle-gap must be longer than zero");
@@ -108,9 +104,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         bar.set_position(done_bytes);
     }
     let rejected_log = ingestor.rejected_log().clone();
-    let (stats, _files) = ingestor
-        .finish()
-        .context("writing the imported records failed; records written before this point are kept")?;
+    let (stats, _files) =
+        ingestor.finish().context("writing the imported records failed; records written before this point are kept")?;
     bar.finish_and_clear();
     print_summary(&args, &stats, &rejected_log);
     Ok(if stats.rejected > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
@@ -118,11 +113,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
 
 fn print_summary(args: &ImportArgs, stats: &IngestStats, rejected_log: &std::path::Path) {
     let n = args.files.len();
-    println!(
-        "imported {n} input{} into {}",
-        if n == 1 { "" } else { "s" },
-        args.data.data.display()
-    );
+    println!("imported {n} input{} into {}", if n == 1 { "" } else { "s" }, args.data.data.display());
     println!("  events read       {:>9}", stats.events_read);
     let sessions = match stats.sessions.len() {
         0 => String::new(),

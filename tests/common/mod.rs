@@ -84,11 +84,8 @@ pub fn rows(data: &Path, sql: &str) -> Vec<Vec<String>> {
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
     for batch in query(data, sql) {
-        let formatters: Vec<_> = batch
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
-            .collect();
+        let formatters: Vec<_> =
+            batch.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter")).collect();
         for row in 0..batch.num_rows() {
             out.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
         }

@@ -7,6 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use crate::decode::Location;
+use crate::redact::redact_secret;
 use crate::writer::{WriteError, create_dir_durably};
 
 /// At most this much of a rejected event's text is kept in the log.
@@ -29,6 +30,27 @@ impl fmt::Display for Rejection {
             Some(location) => write!(f, "{}: {}: {}", self.source, location, self.reason),
             None => write!(f, "{}: {}", self.source, self.reason),
         }
+    }
+}
+
+/// Rejected text that could hold Secret values is redacted like stored objects are: the objects of
+/// an event that parses are redacted, and text that does not parse is not kept at all.
+fn scrub_secrets(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mentions_secret = memchr::memmem::find(raw, b"ecret").is_some();
+    if !mentions_secret {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    match serde_json::from_slice::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::Object(mut event)) => {
+            for key in ["requestObject", "responseObject"] {
+                if let Some(object) = event.get_mut(key) {
+                    let redacted = redact_secret(&object.to_string());
+                    *object = serde_json::from_str(&redacted).unwrap_or(serde_json::Value::Null);
+                }
+            }
+            std::borrow::Cow::Owned(serde_json::Value::Object(event).to_string().into_bytes())
+        }
+        _ => std::borrow::Cow::Borrowed(b"<not kept: the text may hold Secret values and could not be redacted>"),
     }
 }
 
@@ -59,6 +81,8 @@ impl RejectedLog {
             let file = OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| io("opening", e))?;
             self.file = Some(BufWriter::new(file));
         }
+        let raw = scrub_secrets(raw);
+        let raw = raw.as_ref();
         let cut = raw.len().min(MAX_RAW_BYTES);
         let line = serde_json::json!({
             "source": rejection.source,
@@ -82,5 +106,21 @@ impl RejectedLog {
             file.get_ref().sync_all().map_err(|e| io("fsyncing", e))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejected_secrets_are_redacted_or_not_kept() {
+        let event = br#"{"auditID":"a","objectRef":{"resource":"secrets"},"requestObject":{"kind":"Secret","data":{"k":"c2VjcmV0"}}}"#;
+        let out = scrub_secrets(event);
+        assert!(!String::from_utf8_lossy(&out).contains("c2VjcmV0"));
+        assert!(String::from_utf8_lossy(&out).contains("\"auditID\":\"a\""));
+        let broken = br#"{"kind":"Secret","data":{"k":"c2VjcmV0"}"#;
+        assert!(!String::from_utf8_lossy(&scrub_secrets(broken)).contains("c2VjcmV0"));
+        assert_eq!(scrub_secrets(b"plain").as_ref(), b"plain");
     }
 }

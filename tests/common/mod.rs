@@ -17,6 +17,24 @@ pub fn samples_dir() -> PathBuf {
     }
 }
 
+/// Every file below `dir`, sorted.
+pub fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("reading {}: {e}", d.display())) {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Every sample file (JSON, logs, YAML), sorted.
 pub fn sample_files() -> Vec<PathBuf> {
     let mut files = Vec::new();

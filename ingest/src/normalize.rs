@@ -97,10 +97,19 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
 
     let object_ref = event.object_ref.unwrap_or_default();
     let response_head = event.response_object.and_then(|raw| serde_json::from_str::<ObjectHead<'a>>(raw.get()).ok());
-    let request_head = event.request_object.and_then(|raw| serde_json::from_str::<ObjectHead<'a>>(raw.get()).ok());
     let response_meta = response_head.as_ref().and_then(|h| h.metadata.as_ref());
-    let request_meta = request_head.as_ref().and_then(|h| h.metadata.as_ref());
     let response_is_status = response_head.as_ref().and_then(|h| h.kind.as_deref()) == Some("Status");
+    // The request body is only read when the response and objectRef leave something unknown: it is
+    // the second-largest part of a write event, and parsing it is a large share of the ingest cost.
+    let response_identifies = response_meta.is_some()
+        && !response_is_status
+        && response_head.as_ref().and_then(|h| h.kind.as_deref()).is_some_and(|k| !k.is_empty());
+    let need_request = !response_identifies || object_ref.resource_version.as_deref().is_none_or(str::is_empty);
+    let request_head = event
+        .request_object
+        .filter(|_| need_request)
+        .and_then(|raw| serde_json::from_str::<ObjectHead<'a>>(raw.get()).ok());
+    let request_meta = request_head.as_ref().and_then(|h| h.metadata.as_ref());
 
     let resource = non_empty(object_ref.resource);
     let subresource = non_empty(object_ref.subresource);
@@ -127,10 +136,12 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
     let base_resource_version =
         non_empty(object_ref.resource_version).or_else(|| request_meta.and_then(|m| m.resource_version.clone()));
     let generation = response_meta.filter(|_| !response_is_status).and_then(|m| m.generation);
-    let owner_uids = response_meta
-        .and_then(|m| m.owner_references.as_ref())
-        .or_else(|| request_meta.and_then(|m| m.owner_references.as_ref()))
-        .map(|refs| refs.iter().filter_map(|r| r.uid.clone()).collect::<Vec<_>>());
+    // The response is the object as stored; the request's owners count only when there is no response.
+    let owner_uids = match response_meta {
+        Some(meta) => meta.owner_references.as_ref(),
+        None => request_meta.and_then(|m| m.owner_references.as_ref()),
+    }
+    .map(|refs| refs.iter().filter_map(|r| r.uid.clone()).collect::<Vec<_>>());
 
     let (username, user_groups, pod_name, pod_uid) = match event.user {
         Some(user) => {

@@ -17,6 +17,10 @@ use kubestep_schemas::OperationBatchBuilder;
 use kubestep_schemas::audit::Event;
 use serde::de::IgnoredAny;
 
+/// The same allocator as the `kubestep` binary, so the benchmark measures what the binary does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A small deterministic generator (64-bit LCG), so every run measures the same bytes.
 struct Rng(u64);
 
@@ -122,7 +126,7 @@ fn chrono_rfc3339(us: i64) -> String {
     format!("2024-05-{:02}T{:02}:{:02}:{:02}.{micros:06}Z", day_of_month, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
-/// Decode + normalize + append to Arrow, finishing a batch every 64k rows.
+/// Decode + normalize + append to Arrow, finishing a batch every 8192 rows (as the pipeline does).
 struct ArrowSink {
     config: NormalizeConfig,
     builder: OperationBatchBuilder,
@@ -130,10 +134,10 @@ struct ArrowSink {
 }
 
 impl EventSink for ArrowSink {
-    fn on_event(&mut self, _location: Location, event: Event<'_>, _raw: &str) {
+    fn on_event(&mut self, _location: Location, event: Event<'_>, _raw: &[u8]) {
         if let Ok(Normalized::Record(record)) = normalize(event, &self.config) {
             self.builder.append(&record);
-            if self.builder.len() == 65_536 {
+            if self.builder.len() == 8192 {
                 self.rows += black_box(self.builder.finish().map(|b| b.num_rows()).unwrap_or(0));
             }
         }

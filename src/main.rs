@@ -3,6 +3,11 @@
 
 mod commands;
 
+/// Ingest builds and drops many large Arrow buffers; mimalloc keeps freed pages for reuse where the
+/// system allocator hands them back to the kernel and faults them in again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -56,7 +56,7 @@ fn broken_lines_are_reported_and_the_rest_is_imported() {
     assert!(stdout.contains(&format!("{name}: line 2: not valid JSON")), "{stdout}");
     assert!(stdout.contains(&format!("{name}: line 3: missing auditID")), "{stdout}");
     assert!(stdout.contains(&format!("{name}: line 4: missing requestReceivedTimestamp")), "{stdout}");
-    assert!(stdout.contains(&format!("{name}: line 5: not valid JSON")), "{stdout}");
+    assert!(stdout.contains(&format!("{name}: line 5: not valid UTF-8")), "{stdout}");
     assert!(stdout.contains("rejected                  4"), "{stdout}");
     assert_eq!(stored(&data), 2);
     // The rejected text is kept, with its reason, for the user to fix and re-import.

@@ -13,8 +13,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
 
 use kubestep_schemas::audit::Event;
+use memchr::memmem;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
@@ -47,7 +49,7 @@ impl fmt::Display for Location {
 /// Receives what the decoder finds.
 pub trait EventSink {
     /// An audit event; `raw` is its JSON text (for the rejected-events log if it cannot be recorded).
-    fn on_event(&mut self, location: Location, event: Event<'_>, raw: &str);
+    fn on_event(&mut self, location: Location, event: Event<'_>, raw: &[u8]);
     /// Something that is not an audit event, with the reason.
     fn on_reject(&mut self, location: Location, reason: String, raw: &[u8]);
     /// How many bytes of the input have been decoded so far (called now and then, for progress bars).
@@ -104,14 +106,15 @@ fn first_line_is_complete(body: &[u8]) -> bool {
 /// One JSON value per line. The fast path: each line is parsed once, straight into an [`Event`].
 fn decode_lines(body: &[u8], leading_lines: usize, sink: &mut impl EventSink) {
     let mut line_no = leading_lines;
-    let mut consumed = 0;
-    for line in body.split(|&b| b == b'\n') {
+    let mut start = 0;
+    while start < body.len() {
+        let end = memchr::memchr(b'\n', &body[start..]).map_or(body.len(), |i| start + i);
         line_no += 1;
-        consumed += line.len() + 1;
         if line_no.is_multiple_of(4096) {
-            sink.on_progress(consumed);
+            sink.on_progress(end);
         }
-        let line = trim_ascii(line);
+        let line = trim_ascii(&body[start..end]);
+        start = end + 1;
         if line.is_empty() {
             continue;
         }
@@ -184,11 +187,14 @@ struct AzureProperties<'a> {
     log: Option<&'a RawValue>,
 }
 
+/// Words that, near the start of an object, mean it is a container rather than an event.
+static CONTAINER_WORDS: LazyLock<[memmem::Finder<'static>; 3]> = LazyLock::new(|| {
+    [memmem::Finder::new(b"EventList"), memmem::Finder::new(b"\"records\""), memmem::Finder::new(b"\"properties\"")]
+});
+
 fn looks_like_container(text: &[u8]) -> bool {
     let head = &text[..text.len().min(160)];
-    memchr::memmem::find(head, b"EventList").is_some()
-        || memchr::memmem::find(head, b"\"records\"").is_some()
-        || memchr::memmem::find(head, b"\"properties\"").is_some()
+    CONTAINER_WORDS.iter().any(|word| word.find(head).is_some())
 }
 
 fn is_event(event: &Event<'_>) -> bool {
@@ -226,12 +232,19 @@ fn decode_value(text: &[u8], location: Location, depth: usize, sink: &mut impl E
             return;
         }
     }
+    // Validating UTF-8 once here, in one fast pass, lets the parser skip validating every string
+    // and every raw object it borrows.
+    let json = match std::str::from_utf8(text) {
+        Ok(json) => json,
+        Err(e) => {
+            sink.on_reject(location, format!("not valid UTF-8 (at byte {} of the event)", e.valid_up_to()), text);
+            return;
+        }
+    };
     if !looks_like_container(text) {
-        match serde_json::from_slice::<Event<'_>>(text) {
+        match serde_json::from_str::<Event<'_>>(json) {
             Ok(event) if is_event(&event) => {
-                // The slice came from a UTF-8 validated parse, so this cannot fail; stay defensive.
-                let raw = std::str::from_utf8(text).unwrap_or_default();
-                sink.on_event(location, event, raw);
+                sink.on_event(location, event, text);
                 return;
             }
             Ok(_) => {}
@@ -330,7 +343,7 @@ mod tests {
     }
 
     impl EventSink for Collect {
-        fn on_event(&mut self, location: Location, event: Event<'_>, _raw: &str) {
+        fn on_event(&mut self, location: Location, event: Event<'_>, _raw: &[u8]) {
             self.events.push((location, event.audit_id.map(|a| a.into_owned()).unwrap_or_default()));
         }
         fn on_reject(&mut self, location: Location, reason: String, _raw: &[u8]) {

@@ -1,5 +1,7 @@
 //! From a plural resource name to its kind (`pods` -> `Pod`), for events that carry no object.
 
+use std::borrow::Cow;
+
 /// Resources whose kind is not simply the singular capitalised, and the common built-in ones so that
 /// multi-word kinds come out in their real CamelCase.
 const KNOWN: &[(&str, &str)] = &[
@@ -67,9 +69,9 @@ const KNOWN: &[(&str, &str)] = &[
 /// that cover custom resources (`widgets` -> `Widget`, `policies` -> `Policy`,
 /// `gateways` -> `Gateway`, `ingresses` -> `Ingress`). Custom kinds come out with only their first
 /// letter capitalised, which is the best a name without the CRD can give.
-pub fn kind_for_resource(resource: &str) -> String {
+pub fn kind_for_resource(resource: &str) -> Cow<'static, str> {
     if let Some((_, kind)) = KNOWN.iter().find(|(r, _)| *r == resource) {
-        return (*kind).to_owned();
+        return Cow::Borrowed(kind);
     }
     let singular = if let Some(stem) = resource.strip_suffix("ies") {
         format!("{stem}y")
@@ -85,10 +87,10 @@ pub fn kind_for_resource(resource: &str) -> String {
         resource.to_owned()
     };
     let mut chars = singular.chars();
-    match chars.next() {
+    Cow::Owned(match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
-    }
+    })
 }
 
 #[cfg(test)]

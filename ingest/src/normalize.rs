@@ -96,7 +96,7 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
     let completed_at_us = timestamp_field("stageTimestamp", event.stage_timestamp.as_deref().or(legacy))?;
 
     let object_ref = event.object_ref.unwrap_or_default();
-    let response_head = event.response_object.and_then(|raw| serde_json::from_str::<ObjectHead<'a>>(raw.get()).ok());
+    let response_head = event.response_object.and_then(|raw| ObjectHead::parse(raw.get()));
     let response_meta = response_head.as_ref().and_then(|h| h.metadata.as_ref());
     let response_is_status = response_head.as_ref().and_then(|h| h.kind.as_deref()) == Some("Status");
     // The request body is only read when the response and objectRef leave something unknown: it is
@@ -105,10 +105,7 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
         && !response_is_status
         && response_head.as_ref().and_then(|h| h.kind.as_deref()).is_some_and(|k| !k.is_empty());
     let need_request = !response_identifies || object_ref.resource_version.as_deref().is_none_or(str::is_empty);
-    let request_head = event
-        .request_object
-        .filter(|_| need_request)
-        .and_then(|raw| serde_json::from_str::<ObjectHead<'a>>(raw.get()).ok());
+    let request_head = event.request_object.filter(|_| need_request).and_then(|raw| ObjectHead::parse(raw.get()));
     let request_meta = request_head.as_ref().and_then(|h| h.metadata.as_ref());
 
     let resource = non_empty(object_ref.resource);
@@ -249,7 +246,7 @@ fn derive_kind<'a>(
     response: Option<&ObjectHead<'a>>,
     request: Option<&ObjectHead<'a>>,
 ) -> Option<Cow<'a, str>> {
-    let from_resource = || resource.map(|r| Cow::Owned(kind_for_resource(r)));
+    let from_resource = || resource.map(kind_for_resource);
     let collection = matches!(verb, "list" | "watch" | "deletecollection");
     let foreign_body = subresource.is_some_and(|s| s != "status");
     if collection || foreign_body {

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use datafusion::arrow::array::RecordBatch;
 use kubestep_schemas::OperationBatchBuilder;
 use kubestep_schemas::audit::Event;
 
@@ -81,10 +82,19 @@ pub struct IngestStats {
     pub sessions: Vec<String>,
 }
 
+/// Records are cut into Arrow batches of this many rows while they wait to be written: small
+/// enough that builder buffers are reused from the allocator instead of freshly mapped, the same
+/// size DataFusion reads in.
+const BATCH_ROWS: usize = 8192;
+
+/// The records of one `(session, date)` waiting to be written.
 struct Partition {
     session_id: String,
     date: String,
     builder: OperationBatchBuilder,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    bytes: usize,
 }
 
 /// One writer's pipeline into a recording directory.
@@ -195,7 +205,7 @@ impl Ingestor {
         &self.day_cache.1
     }
 
-    fn record(&mut self, source: &str, location: Location, event: Event<'_>, raw: &str) -> Result<(), IngestError> {
+    fn record(&mut self, source: &str, location: Location, event: Event<'_>, raw: &[u8]) -> Result<(), IngestError> {
         self.stats.events_read += 1;
         let record = match normalize(event, &self.config.normalize) {
             Ok(Normalized::Record(record)) => record,
@@ -206,7 +216,7 @@ impl Ingestor {
             Err(e) => {
                 let rejection =
                     Rejection { source: source.to_owned(), location: Some(location), reason: e.to_string() };
-                self.reject(rejection, raw.as_bytes());
+                self.reject(rejection, raw);
                 return Ok(());
             }
         };
@@ -226,16 +236,26 @@ impl Ingestor {
                         session_id: session.to_owned(),
                         date,
                         builder: OperationBatchBuilder::new(),
+                        batches: Vec::new(),
+                        rows: 0,
+                        bytes: 0,
                     });
                     self.partitions.len() - 1
                 }
             },
         };
         self.last_partition = Some(index);
-        let builder = &mut self.partitions[index].builder;
-        builder.append(&record);
+        let partition = &mut self.partitions[index];
+        let before = partition.builder.approx_bytes();
+        partition.builder.append(&record);
+        partition.rows += 1;
+        partition.bytes += partition.builder.approx_bytes() - before;
         self.stats.records_accepted += 1;
-        if builder.len() >= self.config.max_rows_per_file || builder.approx_bytes() >= self.config.max_bytes_per_file {
+        if partition.builder.len() >= BATCH_ROWS {
+            let batch = partition.builder.finish().map_err(WriteError::Sort)?;
+            partition.batches.push(batch);
+        }
+        if partition.rows >= self.config.max_rows_per_file || partition.bytes >= self.config.max_bytes_per_file {
             self.flush_partition(index)?;
         }
         Ok(())
@@ -243,11 +263,17 @@ impl Ingestor {
 
     fn flush_partition(&mut self, index: usize) -> Result<(), IngestError> {
         let partition = &mut self.partitions[index];
-        if partition.builder.is_empty() {
+        if partition.rows == 0 {
             return Ok(());
         }
-        let batch = partition.builder.finish().map_err(WriteError::Sort)?;
-        let file = self.writer.write(&partition.session_id, &partition.date, &batch)?;
+        if !partition.builder.is_empty() {
+            let batch = partition.builder.finish().map_err(WriteError::Sort)?;
+            partition.batches.push(batch);
+        }
+        let batches = std::mem::take(&mut partition.batches);
+        partition.rows = 0;
+        partition.bytes = 0;
+        let file = self.writer.write(&partition.session_id, &partition.date, &batches)?;
         tracing::debug!(path = %file.path.display(), rows = file.rows, bytes = file.bytes, "wrote parquet file");
         self.stats.records_stored += file.rows as u64;
         self.stats.files_written += 1;
@@ -264,7 +290,7 @@ struct Sink<'i, 's, 'p> {
 }
 
 impl EventSink for Sink<'_, '_, '_> {
-    fn on_event(&mut self, location: Location, event: Event<'_>, raw: &str) {
+    fn on_event(&mut self, location: Location, event: Event<'_>, raw: &[u8]) {
         if self.ingestor.failure.is_some() {
             return;
         }

@@ -8,16 +8,16 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::{SortColumn, lexsort_to_indices, take_record_batch};
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
 use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::SortingColumn;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 use kubestep_schemas::schema::columns;
 
 use crate::layout::Layout;
@@ -46,8 +46,8 @@ pub enum WriteError {
         /// The encoder's error.
         source: ParquetError,
     },
-    /// Sorting the batch failed.
-    #[error("sorting a batch: {0}")]
+    /// Building, joining or sorting the batch failed.
+    #[error("preparing a batch for writing: {0}")]
     Sort(#[from] ArrowError),
 }
 
@@ -78,7 +78,7 @@ pub struct ParquetWriter {
 impl ParquetWriter {
     /// A writer into `layout` that names its files after `writer_id`.
     pub fn new(layout: Layout, writer_id: String) -> Self {
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::default()))
             .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
             .set_statistics_enabled(EnabledStatistics::Page)
@@ -87,16 +87,25 @@ impl ParquetWriter {
                 descending: false,
                 nulls_first: false,
             }]))
-            .set_created_by(format!("kubestep {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("kubestep {}", env!("CARGO_PKG_VERSION")));
+        // JSON documents and unique ids: a dictionary never pays off, and min/max statistics of
+        // JSON text prune nothing; both would only cost encoding time.
+        for column in [columns::REQUEST_OBJECT, columns::RESPONSE_OBJECT, columns::ANNOTATIONS, columns::AUDIT_ID] {
+            let path = ColumnPath::from(column);
+            props = props.set_column_dictionary_enabled(path.clone(), false);
+            if column != columns::AUDIT_ID {
+                props = props.set_column_statistics_enabled(path, EnabledStatistics::None);
+            }
+        }
+        let props = props.build();
         Self { layout, writer_id, next_seq: 1, props }
     }
 
-    /// Sorts `batch` by `(received_at, audit_id)` and writes it as one new file of the partition.
-    pub fn write(&mut self, session_id: &str, date: &str, batch: &RecordBatch) -> Result<WrittenFile, WriteError> {
+    /// Writes `batches` as one new file of the partition, rows sorted by `(received_at, audit_id)`.
+    pub fn write(&mut self, session_id: &str, date: &str, batches: &[RecordBatch]) -> Result<WrittenFile, WriteError> {
         let dir = self.layout.partition_dir(session_id, date);
         create_dir_durably(&dir)?;
-        let batch = sort_batch(batch)?;
+        let order = sorted_order(batches)?;
         let (tmp, path) = loop {
             let name = format!("{}-{:06}.parquet", self.writer_id, self.next_seq);
             self.next_seq += 1;
@@ -105,13 +114,13 @@ impl ParquetWriter {
                 break (dir.join(format!(".{name}.tmp")), path);
             }
         };
-        let result = self.write_tmp(&tmp, &batch).and_then(|bytes| {
+        let result = self.write_tmp(&tmp, batches, &order).and_then(|bytes| {
             fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
             fsync_dir(&dir)?;
             Ok(bytes)
         });
         match result {
-            Ok(bytes) => Ok(WrittenFile { path, rows: batch.num_rows(), bytes }),
+            Ok(bytes) => Ok(WrittenFile { path, rows: order.len(), bytes }),
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
                 Err(e)
@@ -119,31 +128,58 @@ impl ParquetWriter {
         }
     }
 
-    fn write_tmp(&self, tmp: &Path, batch: &RecordBatch) -> Result<u64, WriteError> {
+    /// Writes the rows of `batches` in `order`, a chunk of rows at a time, so the sorted copy of a
+    /// partition never exists in memory all at once.
+    fn write_tmp(&self, tmp: &Path, batches: &[RecordBatch], order: &[(usize, usize)]) -> Result<u64, WriteError> {
         let file = File::create(tmp).map_err(io_err("creating", tmp))?;
         let parquet = |source| WriteError::Parquet { path: tmp.to_owned(), source };
-        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(self.props.clone())).map_err(parquet)?;
-        writer.write(batch).map_err(parquet)?;
+        let schema = kubestep_schemas::file_schema();
+        let mut writer = ArrowWriter::try_new(file, schema, Some(self.props.clone())).map_err(parquet)?;
+        let sources: Vec<&RecordBatch> = batches.iter().collect();
+        for chunk in order.chunks(WRITE_CHUNK_ROWS) {
+            let sorted = interleave_record_batch(&sources, chunk)?;
+            writer.write(&sorted).map_err(parquet)?;
+        }
         let file = writer.into_inner().map_err(parquet)?;
         file.sync_all().map_err(io_err("fsyncing", tmp))?;
         Ok(file.metadata().map_err(io_err("reading the size of", tmp))?.len())
     }
 }
 
-/// Leaf index of `received_at` (no nested column precedes it, so field and leaf indexes agree).
+/// Rows handed to the Parquet encoder at a time.
+const WRITE_CHUNK_ROWS: usize = 8192;
+
+/// The table's order, `(received_at, audit_id)`, over several batches: `(batch, row)` pairs.
+pub fn sorted_order(batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>, ArrowError> {
+    let key = |name: &str| -> Result<SortColumn, ArrowError> {
+        let parts = batches
+            .iter()
+            .map(|b| b.column_by_name(name).map(|c| c.as_ref()))
+            .collect::<Option<Vec<&dyn Array>>>()
+            .ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")))?;
+        Ok(SortColumn { values: concat(&parts)?, options: None })
+    };
+    let indices = lexsort_to_indices(&[key(columns::RECEIVED_AT)?, key(columns::AUDIT_ID)?], None)?;
+    let mut starts = Vec::with_capacity(batches.len());
+    let mut total = 0;
+    for batch in batches {
+        starts.push(total);
+        total += batch.num_rows();
+    }
+    Ok(indices
+        .values()
+        .iter()
+        .map(|&i| {
+            let i = i as usize;
+            let batch = starts.partition_point(|&start| start <= i) - 1;
+            (batch, i - starts[batch])
+        })
+        .collect())
+}
+
 fn sort_column_index() -> i32 {
     let schema = kubestep_schemas::file_schema();
     schema.index_of(columns::RECEIVED_AT).map_or(0, |i| i as i32)
-}
-
-/// Sorts a batch of operations into the table's order: `(received_at, audit_id)`.
-pub fn sort_batch(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let key = |name: &str| -> Result<SortColumn, ArrowError> {
-        let column = batch.column_by_name(name).ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")))?;
-        Ok(SortColumn { values: Arc::clone(column), options: None })
-    };
-    let indices = lexsort_to_indices(&[key(columns::RECEIVED_AT)?, key(columns::AUDIT_ID)?], None)?;
-    take_record_batch(batch, &indices)
 }
 
 /// Creates `dir` and any missing parents, fsyncing each parent whose entry list changed, so that
@@ -174,4 +210,59 @@ pub fn create_dir_durably(dir: &Path) -> Result<(), WriteError> {
 pub fn fsync_dir(dir: &Path) -> Result<(), WriteError> {
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsyncing directory", dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::TimestampMicrosecondType;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use kubestep_schemas::{OperationBatchBuilder, OperationRecord};
+
+    fn batch(rows: &[(i64, &str)]) -> RecordBatch {
+        let mut builder = OperationBatchBuilder::new();
+        for (t, id) in rows {
+            let record = OperationRecord {
+                audit_id: (*id).into(),
+                stage: "ResponseComplete".into(),
+                verb: "get".into(),
+                actor_id: "a".into(),
+                received_at_us: *t,
+                completed_at_us: *t,
+                ..OperationRecord::default()
+            };
+            builder.append(&record);
+        }
+        builder.finish().expect("batch")
+    }
+
+    #[test]
+    fn rows_from_several_batches_are_written_in_table_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut writer = ParquetWriter::new(Layout::new(dir.path()), "w".into());
+        let batches = [batch(&[(30, "c"), (10, "b")]), batch(&[(20, "a"), (10, "a")]), batch(&[])];
+        let written = writer.write("s", "1970-01-01", &batches).expect("write");
+        assert_eq!(written.rows, 4);
+        assert!(written.path.ends_with("session_id=s/date=1970-01-01/w-000001.parquet"));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&written.path).expect("open"))
+            .expect("footer")
+            .build()
+            .expect("reader");
+        let mut got = Vec::new();
+        for b in reader {
+            let b = b.expect("batch");
+            let t = b.column_by_name("received_at").expect("col").as_primitive::<TimestampMicrosecondType>().clone();
+            let id = b.column_by_name("audit_id").expect("col").as_string::<i32>().clone();
+            got.extend((0..b.num_rows()).map(|i| (t.value(i), id.value(i).to_owned())));
+        }
+        let want: Vec<(i64, String)> =
+            [(10, "a"), (10, "b"), (20, "a"), (30, "c")].iter().map(|(t, s)| (*t, s.to_string())).collect();
+        assert_eq!(got, want);
+        let leftovers: Vec<_> = std::fs::read_dir(written.path.parent().expect("dir"))
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(leftovers, ["w-000001.parquet"], "no temporary file left behind");
+    }
 }

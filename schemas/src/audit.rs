@@ -227,3 +227,93 @@ pub struct EventList<'a> {
     #[serde(borrow, default)]
     pub items: Vec<&'a RawValue>,
 }
+
+impl<'a> ObjectHead<'a> {
+    /// Reads the head of the object `json`, stopping as soon as `kind` and `metadata` have been
+    /// seen (Kubernetes writes them before `spec` and `status`), so the bulk of a large object is
+    /// never scanned a second time. `Status` objects are read to the end for their `details`.
+    /// Returns `None` when `json` is not an object.
+    pub fn parse(json: &'a str) -> Option<ObjectHead<'a>> {
+        let mut head = ObjectHead::default();
+        let mut de = serde_json::Deserializer::from_str(json);
+        match serde::de::DeserializeSeed::deserialize(HeadSeed { out: &mut head }, &mut de) {
+            Ok(()) => Some(head),
+            Err(e) if e.is_data() && e.to_string().starts_with(HEAD_COMPLETE) => Some(head),
+            Err(_) => None,
+        }
+    }
+}
+
+/// The message of the error that ends reading an object head early; not an error at all.
+const HEAD_COMPLETE: &str = "kubestep: object head complete";
+
+struct HeadSeed<'s, 'a> {
+    out: &'s mut ObjectHead<'a>,
+}
+
+impl<'de, 's> serde::de::DeserializeSeed<'de> for HeadSeed<'s, 'de> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, 's> serde::de::Visitor<'de> for HeadSeed<'s, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Kubernetes object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen_kind = false;
+        let mut seen_metadata = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "kind" => {
+                    self.out.kind = map.next_value()?;
+                    seen_kind = true;
+                }
+                "apiVersion" => self.out.api_version = map.next_value()?,
+                "metadata" => {
+                    self.out.metadata = map.next_value()?;
+                    seen_metadata = true;
+                }
+                "details" => self.out.details = map.next_value()?,
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+            if seen_kind && seen_metadata && self.out.kind.as_deref() != Some("Status") {
+                return Err(serde::de::Error::custom(HEAD_COMPLETE));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_heads_stop_early_but_read_status_details() {
+        // The tail is not even valid JSON: it is never read.
+        let head = ObjectHead::parse(r#"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"p","uid":"u","resourceVersion":"7","generation":2},"spec":{"#).unwrap();
+        assert_eq!(head.kind.as_deref(), Some("Pod"));
+        let meta = head.metadata.unwrap();
+        assert_eq!(
+            (meta.name.as_deref(), meta.uid.as_deref(), meta.resource_version.as_deref(), meta.generation),
+            (Some("p"), Some("u"), Some("7"), Some(2))
+        );
+        let status = ObjectHead::parse(r#"{"kind":"Status","metadata":{},"status":"Success","details":{"name":"x","kind":"configmaps","uid":"cm-1"}}"#).unwrap();
+        assert_eq!(status.details.unwrap().uid.as_deref(), Some("cm-1"));
+        let late_kind =
+            ObjectHead::parse(r#"{"apiVersion":"v1","data":{"a":"b"},"kind":"ConfigMap","metadata":{"name":"c"}}"#)
+                .unwrap();
+        assert_eq!(late_kind.kind.as_deref(), Some("ConfigMap"));
+        assert!(ObjectHead::parse("[1,2]").is_none());
+        assert!(ObjectHead::parse(r#"{"kind":"Pod","metadata":{"name":5}}"#).is_none());
+    }
+}

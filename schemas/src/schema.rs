@@ -374,7 +374,20 @@ impl OperationBatchBuilder {
     }
 
     /// Builds the batch of everything appended so far and resets the builder.
+    ///
+    /// The large text columns are re-created with the capacity the finished batch needed, so the
+    /// next batch of similar records is appended without a single buffer reallocation.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+        let rows = self.rows;
+        let presized = |b: &mut StringBuilder| {
+            let capacity = b.values_slice().len() + b.values_slice().len() / 8;
+            std::mem::replace(b, StringBuilder::with_capacity(rows, capacity)).finish()
+        };
+        let request_object = presized(&mut self.request_object);
+        let response_object = presized(&mut self.response_object);
+        let annotations = presized(&mut self.annotations);
+        let request_uri = presized(&mut self.request_uri);
+        let user_agent = presized(&mut self.user_agent);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.audit_id.finish()),
             Arc::new(self.stage.finish()),
@@ -398,7 +411,7 @@ impl OperationBatchBuilder {
             Arc::new(self.owner_uids.finish()),
             Arc::new(self.actor_id.finish()),
             Arc::new(self.username.finish()),
-            Arc::new(self.user_agent.finish()),
+            Arc::new(user_agent),
             Arc::new(self.user_groups.finish()),
             Arc::new(self.source_ips.finish()),
             Arc::new(self.impersonated_user.finish()),
@@ -407,11 +420,11 @@ impl OperationBatchBuilder {
             Arc::new(self.field_manager.finish()),
             Arc::new(self.status_code.finish()),
             Arc::new(self.error.finish()),
-            Arc::new(self.request_uri.finish()),
+            Arc::new(request_uri),
             Arc::new(self.dry_run.finish()),
-            Arc::new(self.request_object.finish()),
-            Arc::new(self.response_object.finish()),
-            Arc::new(self.annotations.finish()),
+            Arc::new(request_object),
+            Arc::new(response_object),
+            Arc::new(annotations),
         ];
         self.rows = 0;
         self.bytes = 0;

@@ -2,16 +2,20 @@
 //!
 //! - `parse_floor`: `serde_json` skipping every event (`IgnoredAny`): no decoder can go faster.
 //! - `decode_normalize_arrow`: our decoder, normalizer and Arrow builder.
+//! - `decode_normalize_arrow_parquet`: the same, plus encoding every batch as KubeStep's Parquet
+//!   (zstd, statistics) into memory.
 //! - `import_to_parquet`: the whole import pipeline (plus de-duplication, sessions, sorting, zstd
-//!   Parquet and fsync) into a fresh directory.
+//!   Parquet and fsync) into a fresh directory: the disk's fsync latency makes this one noisy.
 //!
 //! Run: `cargo bench --bench ingest`. Report each as a ratio of `parse_floor`.
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datafusion::parquet::arrow::ArrowWriter;
 use kubestep_ingest::decode::{EventSink, Location, decode};
 use kubestep_ingest::normalize::{NormalizeConfig, Normalized, normalize};
+use kubestep_ingest::writer::writer_properties;
 use kubestep_ingest::{IngestConfig, Ingestor};
 use kubestep_schemas::OperationBatchBuilder;
 use kubestep_schemas::audit::Event;
@@ -126,11 +130,40 @@ fn chrono_rfc3339(us: i64) -> String {
     format!("2024-05-{:02}T{:02}:{:02}:{:02}.{micros:06}Z", day_of_month, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
-/// Decode + normalize + append to Arrow, finishing a batch every 8192 rows (as the pipeline does).
+/// Decode + normalize + append to Arrow, finishing a batch every 8192 rows (as the pipeline does),
+/// and, when `parquet` is set, encoding each batch into it.
 struct ArrowSink {
     config: NormalizeConfig,
     builder: OperationBatchBuilder,
     rows: usize,
+    parquet: Option<ArrowWriter<Vec<u8>>>,
+}
+
+impl ArrowSink {
+    fn new(parquet: bool) -> Self {
+        let parquet = parquet.then(|| {
+            ArrowWriter::try_new(Vec::new(), kubestep_schemas::file_schema(), Some(writer_properties()))
+                .expect("parquet writer")
+        });
+        Self { config: NormalizeConfig::default(), builder: OperationBatchBuilder::new(), rows: 0, parquet }
+    }
+
+    fn flush(&mut self) {
+        let batch = self.builder.finish().expect("batch");
+        self.rows += batch.num_rows();
+        if let Some(writer) = self.parquet.as_mut() {
+            writer.write(&batch).expect("encode");
+        }
+        black_box(batch);
+    }
+
+    fn finish(mut self) -> usize {
+        self.flush();
+        if let Some(writer) = self.parquet.take() {
+            black_box(writer.into_inner().expect("close").len());
+        }
+        self.rows
+    }
 }
 
 impl EventSink for ArrowSink {
@@ -138,7 +171,7 @@ impl EventSink for ArrowSink {
         if let Ok(Normalized::Record(record)) = normalize(event, &self.config) {
             self.builder.append(&record);
             if self.builder.len() == 8192 {
-                self.rows += black_box(self.builder.finish().map(|b| b.num_rows()).unwrap_or(0));
+                self.flush();
             }
         }
     }
@@ -161,14 +194,17 @@ fn ingest(c: &mut Criterion) {
             stream.map(|v| v.map(|_| 1usize).unwrap_or(0)).sum::<usize>()
         })
     });
-    group.bench_function("decode_normalize_arrow", |b| {
-        b.iter(|| {
-            let mut sink =
-                ArrowSink { config: NormalizeConfig::default(), builder: OperationBatchBuilder::new(), rows: 0 };
-            decode(black_box(&input), &mut sink);
-            sink.rows + sink.builder.finish().map(|b| b.num_rows()).unwrap_or(0)
-        })
-    });
+    for (name, parquet) in [("decode_normalize_arrow", false), ("decode_normalize_arrow_parquet", true)] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut sink = ArrowSink::new(parquet);
+                decode(black_box(&input), &mut sink);
+                let rows = sink.finish();
+                assert_eq!(rows, events);
+                rows
+            })
+        });
+    }
     group.bench_function("import_to_parquet", |b| {
         b.iter_batched(
             || tempfile::tempdir().expect("tempdir"),

@@ -78,26 +78,7 @@ pub struct ParquetWriter {
 impl ParquetWriter {
     /// A writer into `layout` that names its files after `writer_id`.
     pub fn new(layout: Layout, writer_id: String) -> Self {
-        let mut props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_sorting_columns(Some(vec![SortingColumn {
-                column_idx: sort_column_index(),
-                descending: false,
-                nulls_first: false,
-            }]))
-            .set_created_by(format!("kubestep {}", env!("CARGO_PKG_VERSION")));
-        // JSON documents and unique ids: a dictionary never pays off, and min/max statistics of
-        // JSON text prune nothing; both would only cost encoding time.
-        for column in [columns::REQUEST_OBJECT, columns::RESPONSE_OBJECT, columns::ANNOTATIONS, columns::AUDIT_ID] {
-            let path = ColumnPath::from(column);
-            props = props.set_column_dictionary_enabled(path.clone(), false);
-            if column != columns::AUDIT_ID {
-                props = props.set_column_statistics_enabled(path, EnabledStatistics::None);
-            }
-        }
-        let props = props.build();
+        let props = writer_properties();
         Self { layout, writer_id, next_seq: 1, props }
     }
 
@@ -144,6 +125,31 @@ impl ParquetWriter {
         file.sync_all().map_err(io_err("fsyncing", tmp))?;
         Ok(file.metadata().map_err(io_err("reading the size of", tmp))?.len())
     }
+}
+
+/// How KubeStep encodes Parquet: zstd, row groups of at most [`MAX_ROW_GROUP_ROWS`], page statistics
+/// (except on JSON text), the sort order declared, no dictionary where it cannot pay off.
+pub fn writer_properties() -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_sorting_columns(Some(vec![SortingColumn {
+            column_idx: sort_column_index(),
+            descending: false,
+            nulls_first: false,
+        }]))
+        .set_created_by(format!("kubestep {}", env!("CARGO_PKG_VERSION")));
+    // JSON documents and unique ids: a dictionary never pays off, and min/max statistics of
+    // JSON text prune nothing; both would only cost encoding time.
+    for column in [columns::REQUEST_OBJECT, columns::RESPONSE_OBJECT, columns::ANNOTATIONS, columns::AUDIT_ID] {
+        let path = ColumnPath::from(column);
+        props = props.set_column_dictionary_enabled(path.clone(), false);
+        if column != columns::AUDIT_ID {
+            props = props.set_column_statistics_enabled(path, EnabledStatistics::None);
+        }
+    }
+    props.build()
 }
 
 /// Rows handed to the Parquet encoder at a time.

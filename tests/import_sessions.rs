@@ -47,3 +47,20 @@ fn actor_rules_come_before_the_built_in_derivation() {
     let actors = rows(&data, "SELECT audit_id, actor_id FROM operations ORDER BY audit_id");
     assert_eq!(actors, [["a", "ops/widget-operator"], ["b", "helm-releases"], ["c", "alice@example.com"]]);
 }
+
+#[test]
+fn a_later_import_continues_the_stored_automatic_session() {
+    let ua = "kubectl/v1.30.0 (linux/amd64) kubernetes/abc";
+    let (dir, first) = log(&[event("a", 0, "alice", ua), event("b", 3, "alice", ua)]);
+    let second = dir.path().join("next.log");
+    std::fs::write(&second, event("c", 6, "alice", ua)).expect("write");
+    let later = dir.path().join("later.log");
+    std::fs::write(&later, event("d", 40, "alice", ua)).expect("write");
+    let data = dir.path().join("data");
+    for file in [&first, &second, &later] {
+        let out = import(&data, &[file.as_path()], &[]);
+        assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    }
+    let sessions = rows(&data, "SELECT session_id, count(*) FROM operations GROUP BY 1 ORDER BY 1");
+    assert_eq!(sessions, [["auto-20240501T100000Z", "3"], ["auto-20240501T104000Z", "1"]]);
+}

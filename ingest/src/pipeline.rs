@@ -10,7 +10,7 @@ use kubestep_schemas::audit::Event;
 
 use crate::decode::{EventSink, Location, decode};
 use crate::dedup::{Deduplicator, LoadKeysError, record_key};
-use crate::layout::{Layout, partition_date};
+use crate::layout::{Layout, partition_date, stored_auto_sessions};
 use crate::normalize::{NormalizeConfig, Normalized, normalize};
 use crate::rejected::{RejectedLog, Rejection};
 use crate::session::{DEFAULT_IDLE_GAP_US, SessionAssigner};
@@ -127,7 +127,13 @@ impl Ingestor {
         let layout = Layout::new(root);
         let sessions = match &config.session {
             Some(name) => SessionAssigner::named(name.clone()),
-            None => SessionAssigner::automatic(config.idle_gap_us),
+            None => {
+                let mut sessions = SessionAssigner::automatic(config.idle_gap_us);
+                for (name, first, latest) in stored_auto_sessions(&layout) {
+                    sessions.resume(name, first, latest);
+                }
+                sessions
+            }
         };
         Self {
             sessions,

@@ -43,6 +43,26 @@ impl SessionAssigner {
         Self { forced: None, idle_gap_us, open: Vec::new() }
     }
 
+    /// Re-opens an automatic session that is already in the recording, spanning `first_us` to
+    /// `latest_us` (completion times), so that events continuing it join it instead of starting
+    /// a new one: a log imported tomorrow that carries on today's activity, or a restarted server.
+    pub fn resume(&mut self, name: String, first_us: i64, latest_us: i64) {
+        if self.forced.is_some() {
+            return;
+        }
+        if self.open.len() == OPEN_SESSIONS {
+            // Keep the most recent sessions: they are the ones new events can continue.
+            let oldest = self.open.iter().enumerate().min_by_key(|(_, s)| s.latest_us).map(|(i, _)| i);
+            match oldest {
+                Some(i) if self.open[i].latest_us < latest_us => {
+                    self.open.remove(i);
+                }
+                _ => return,
+            }
+        }
+        self.open.push(AutoSession { name, first_us, latest_us });
+    }
+
     /// The session of a record that completed at `completed_at_us`.
     pub fn assign(&mut self, completed_at_us: i64) -> &str {
         if let Some(name) = &self.forced {
@@ -103,6 +123,18 @@ mod tests {
         assert_eq!(s.assign(new + MIN), b);
         let c = s.assign(old - 60 * MIN).to_owned();
         assert!(c != a && c != b, "an hour before anything seen: a new session");
+    }
+
+    #[test]
+    fn stored_sessions_are_continued() {
+        let t0 = 1_700_000_000_000_000;
+        let mut s = SessionAssigner::automatic(5 * MIN);
+        s.resume("auto-earlier".into(), t0, t0 + 10 * MIN);
+        assert_eq!(s.assign(t0 + 12 * MIN), "auto-earlier");
+        assert_ne!(s.assign(t0 + 30 * MIN), "auto-earlier");
+        let mut named = SessionAssigner::named("mine".into());
+        named.resume("auto-earlier".into(), t0, t0);
+        assert_eq!(named.assign(t0), "mine");
     }
 
     #[test]

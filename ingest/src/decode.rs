@@ -94,6 +94,21 @@ fn decode_yaml(body: &[u8], leading_lines: usize, sink: &mut impl EventSink) {
     sink.on_progress(body.len());
 }
 
+/// True when `input` is in the JSON-lines shape: its first line is a whole JSON object. Such input
+/// can be decoded a block of whole lines at a time with [`decode_json_lines`].
+pub fn is_json_lines(input: &[u8]) -> bool {
+    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+    let start = skip_whitespace(input);
+    input.get(start) == Some(&b'{') && first_line_is_complete(&input[start..])
+}
+
+/// Decodes a block of whole lines of JSON-lines input; `lines_before` is how many lines of the
+/// same input came before this block, so that reported line numbers are the input's own.
+pub fn decode_json_lines(block: &[u8], lines_before: usize, sink: &mut impl EventSink) {
+    let block = if lines_before == 0 { block.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(block) } else { block };
+    decode_lines(block, lines_before, sink);
+}
+
 /// True when the first line of `body` holds a whole JSON value: the JSON-lines shape.
 fn first_line_is_complete(body: &[u8]) -> bool {
     let end = memchr::memchr(b'\n', body).unwrap_or(body.len());

@@ -8,7 +8,7 @@ use datafusion::arrow::array::RecordBatch;
 use kubestep_schemas::OperationBatchBuilder;
 use kubestep_schemas::audit::Event;
 
-use crate::decode::{EventSink, Location, decode};
+use crate::decode::{EventSink, Location, decode, decode_json_lines};
 use crate::dedup::{Deduplicator, LoadKeysError, record_key};
 use crate::layout::{Layout, partition_date, stored_auto_sessions};
 use crate::normalize::{NormalizeConfig, Normalized, normalize};
@@ -165,6 +165,18 @@ impl Ingestor {
     pub fn ingest(&mut self, source: &str, bytes: &[u8], progress: &mut dyn FnMut(usize)) -> Result<(), IngestError> {
         let mut sink = Sink { ingestor: self, source, progress };
         decode(bytes, &mut sink);
+        match self.failure.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Like [`ingest`](Self::ingest) for a block of whole lines of a JSON-lines input, the
+    /// `lines_before` lines before it having been ingested already.
+    pub fn ingest_lines(&mut self, source: &str, block: &[u8], lines_before: usize) -> Result<(), IngestError> {
+        let mut no_progress = |_| {};
+        let mut sink = Sink { ingestor: self, source, progress: &mut no_progress };
+        decode_json_lines(block, lines_before, &mut sink);
         match self.failure.take() {
             Some(e) => Err(e),
             None => Ok(()),

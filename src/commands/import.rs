@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use kubestep_ingest::actor::ActorRule;
-use kubestep_ingest::import::{STDIN, read_input};
+use kubestep_ingest::import::{STDIN, import_input};
 use kubestep_ingest::normalize::{DEFAULT_MAX_OBJECT_BYTES, NormalizeConfig};
 use kubestep_ingest::{IngestConfig, IngestStats, Ingestor, random_writer_id};
 use kubestep_schemas::session::validate_session_name;
@@ -82,26 +82,15 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let mut done_bytes = 0u64;
     for name in &args.files {
         bar.set_message(name.clone());
-        let input = match read_input(name) {
-            Ok(input) => input,
-            Err(e) => {
-                ingestor.reject_input(name, format!("cannot read: {e}"))?;
-                continue;
-            }
-        };
-        if let Some(problem) = &input.problem {
-            ingestor.reject_input(name, problem.clone())?;
-        }
-        // Progress is counted in input bytes; for gzip, decompressed progress is scaled down.
-        let on_disk = input.compressed_len.unwrap_or(input.bytes.len() as u64);
-        let scale = on_disk as f64 / input.bytes.len().max(1) as f64;
         let start = done_bytes;
-        let mut progress = |consumed: usize| bar.set_position(start + (consumed as f64 * scale) as u64);
-        ingestor
-            .ingest(name, &input.bytes, &mut progress)
+        let mut consumed = 0;
+        let mut progress = |n: u64| {
+            consumed = n;
+            bar.set_position(start + n);
+        };
+        import_input(&mut ingestor, name, &mut progress)
             .with_context(|| format!("importing {name}: storage failed; records stored before this point are kept"))?;
-        done_bytes += on_disk;
-        bar.set_position(done_bytes);
+        done_bytes += consumed;
     }
     let rejected_log = ingestor.rejected_log().clone();
     let (stats, _files) =

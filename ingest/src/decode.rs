@@ -67,10 +67,32 @@ pub fn decode(input: &[u8], sink: &mut impl EventSink) {
     };
     let leading_lines = memchr::memchr_iter(b'\n', &input[..start]).count();
     let body = &input[start..];
-    match body[0] {
-        b'{' if first_line_is_complete(body) => decode_lines(body, leading_lines, sink),
-        b'{' | b'[' => decode_stream(body, leading_lines, sink),
-        _ => decode_yaml(body, leading_lines, sink),
+    match shape(body) {
+        Shape::Lines => decode_lines(body, leading_lines, sink),
+        Shape::Stream => decode_stream(body, leading_lines, sink),
+        Shape::Yaml => decode_yaml(body, leading_lines, sink),
+    }
+}
+
+/// How an input is laid out, judged from its start (after a BOM and blank lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One JSON value per line; also text with some JSON lines among other lines (a log whose
+    /// first lines were cut by rotation, or with lines from another logger), so that only the
+    /// lines that are not JSON are lost.
+    Lines,
+    /// JSON values laid out freely: one document, an array, pretty-printed values in a row.
+    Stream,
+    /// No line starts a JSON object: YAML documents.
+    Yaml,
+}
+
+fn shape(body: &[u8]) -> Shape {
+    match body.first() {
+        Some(b'{') if first_line_is_complete(body) => Shape::Lines,
+        Some(b'{' | b'[') => Shape::Stream,
+        _ if memchr::memmem::find(body, b"\n{").is_some() => Shape::Lines,
+        _ => Shape::Yaml,
     }
 }
 
@@ -99,7 +121,7 @@ fn decode_yaml(body: &[u8], leading_lines: usize, sink: &mut impl EventSink) {
 pub fn is_json_lines(input: &[u8]) -> bool {
     let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     let start = skip_whitespace(input);
-    input.get(start) == Some(&b'{') && first_line_is_complete(&input[start..])
+    shape(&input[start..]) == Shape::Lines
 }
 
 /// Decodes a block of whole lines of JSON-lines input; `lines_before` is how many lines of the
@@ -276,7 +298,11 @@ fn decode_container(text: &[u8], location: Location, depth: usize, sink: &mut im
     let envelope = match serde_json::from_slice::<Envelope<'_>>(text) {
         Ok(envelope) => envelope,
         Err(err) => {
-            sink.on_reject(location, format!("not valid JSON: {}", strip_position(&err)), text);
+            // Not shaped like a container (say `"properties": 1`): it may still be an event.
+            match serde_json::from_slice::<Event<'_>>(text) {
+                Ok(event) if is_event(&event) => sink.on_event(location, event, text),
+                _ => sink.on_reject(location, format!("not valid JSON: {}", strip_position(&err)), text),
+            }
             return;
         }
     };
@@ -307,7 +333,11 @@ fn decode_container(text: &[u8], location: Location, depth: usize, sink: &mut im
     } else if envelope.kind.as_deref() == Some("EventList") {
         // An EventList without items holds no events.
     } else {
-        sink.on_reject(location, "not an audit event: no auditID, stage or timestamps".to_owned(), text);
+        // Not a container after all (an event can mention "records" near its start): an event?
+        match serde_json::from_slice::<Event<'_>>(text) {
+            Ok(event) if is_event(&event) => sink.on_event(location, event, text),
+            _ => sink.on_reject(location, "not an audit event: no auditID, stage or timestamps".to_owned(), text),
+        }
     }
 }
 
@@ -456,6 +486,20 @@ mod tests {
         assert_eq!(c.rejects.len(), 1);
         let c = run("key: [unclosed\n");
         assert!(c.rejects[0].1.contains("neither JSON nor a YAML"), "{:?}", c.rejects);
+    }
+
+    #[test]
+    fn a_log_that_starts_with_other_lines_still_yields_its_json_lines() {
+        let c = run(&format!("I0501 10:00:00.000000 1 main.go:1] starting\n{A}\nplain text\n{B}\n"));
+        assert_eq!(ids(&c), ["a", "b"]);
+        assert_eq!(c.rejects.iter().map(|(l, _)| l.line).collect::<Vec<_>>(), [1, 3]);
+        assert!(is_json_lines(b"klog line\n{\"auditID\":\"a\"}\n"));
+    }
+
+    #[test]
+    fn an_event_that_mentions_containers_early_is_still_an_event() {
+        let c = run(r#"{"auditID":"r","requestURI":"/apis/x/v1/records","properties":1,"stage":"Panic"}"#);
+        assert_eq!(ids(&c), ["r"]);
     }
 
     #[test]

@@ -134,7 +134,7 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
         non_empty(object_ref.resource_version).or_else(|| request_meta.and_then(|m| m.resource_version.clone()));
     let generation = response_meta.filter(|_| !response_is_status).and_then(|m| m.generation);
     // The response is the object as stored; the request's owners count only when there is no response.
-    let owner_uids = match response_meta {
+    let owner_uids = match response_meta.filter(|_| !response_is_status) {
         Some(meta) => meta.owner_references.as_ref(),
         None => request_meta.and_then(|m| m.owner_references.as_ref()),
     }

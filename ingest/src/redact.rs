@@ -46,10 +46,8 @@ fn redact_value(value: &mut Value, depth: usize) {
             if let Some(Value::Array(items)) = map.get_mut("items") {
                 items.iter_mut().for_each(|item| redact_value(item, depth + 1));
             }
-            if let Some(Value::Object(annotations)) = map.get_mut("metadata").and_then(|m| m.get_mut("annotations"))
-                && let Some(Value::String(applied)) = annotations.get_mut(LAST_APPLIED)
-            {
-                *applied = redact_secret(applied);
+            if let Some(annotations) = map.get_mut("metadata").and_then(|m| m.get_mut("annotations")) {
+                redact_annotations(annotations);
             }
         }
         // A JSON patch: [{"op":"add","path":"/data/key","value":"..."}, ...]
@@ -62,12 +60,34 @@ fn redact_value(value: &mut Value, depth: usize) {
                     redact_map_values(v);
                 } else if path.starts_with("/data/") || path.starts_with("/stringData/") {
                     *v = Value::String(REDACTED.into());
-                } else if path.is_empty() || path == "/" || path.starts_with("/metadata") {
+                } else if path.ends_with("last-applied-configuration") {
+                    // `/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration`
+                    *v = match v {
+                        Value::String(applied) => Value::String(redact_secret(applied)),
+                        _ => Value::String(REDACTED.into()),
+                    };
+                } else if path == "/metadata/annotations" {
+                    redact_annotations(v);
+                } else if path == "/metadata" {
+                    if let Some(annotations) = v.get_mut("annotations") {
+                        redact_annotations(annotations);
+                    }
+                } else if path.is_empty() || path == "/" {
                     redact_value(v, depth + 1);
                 }
             }
         }
         _ => {}
+    }
+}
+
+/// Redacts the copy of the whole object that `kubectl apply` keeps in an annotations map.
+fn redact_annotations(annotations: &mut Value) {
+    if let Some(applied) = annotations.get_mut(LAST_APPLIED) {
+        *applied = match applied {
+            Value::String(text) => Value::String(redact_secret(text)),
+            _ => Value::String(REDACTED.into()),
+        };
     }
 }
 
@@ -171,6 +191,21 @@ mod tests {
         let out = redact_secret(patch);
         assert!(!out.contains("c2VjcmV0"), "{out}");
         assert!(out.contains("keep"));
+        let applied = r#"{\"data\":{\"a\":\"c2VjcmV0\"}}"#;
+        for patch in [
+            format!(
+                r#"[{{"op":"add","path":"/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration","value":"{applied}"}}]"#
+            ),
+            format!(
+                r#"[{{"op":"add","path":"/metadata/annotations","value":{{"kubectl.kubernetes.io/last-applied-configuration":"{applied}"}}}}]"#
+            ),
+            format!(
+                r#"[{{"op":"replace","path":"/metadata","value":{{"annotations":{{"kubectl.kubernetes.io/last-applied-configuration":"{applied}"}}}}}}]"#
+            ),
+        ] {
+            let out = redact_secret(&patch);
+            assert!(!out.contains("c2VjcmV0"), "{out}");
+        }
     }
 
     #[test]

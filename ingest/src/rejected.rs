@@ -41,7 +41,7 @@ fn scrub_secrets(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         return std::borrow::Cow::Borrowed(raw);
     }
     match serde_json::from_slice::<serde_json::Value>(raw) {
-        Ok(serde_json::Value::Object(mut event)) => {
+        Ok(serde_json::Value::Object(mut event)) if event.contains_key("auditID") || event.contains_key("stage") => {
             for key in ["requestObject", "responseObject"] {
                 if let Some(object) = event.get_mut(key) {
                     let redacted = redact_secret(&object.to_string());
@@ -50,6 +50,8 @@ fn scrub_secrets(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
             }
             std::borrow::Cow::Owned(serde_json::Value::Object(event).to_string().into_bytes())
         }
+        // Not an event: perhaps a Secret itself (`kubectl get secret -o json`), or a list of them.
+        Ok(_) => std::borrow::Cow::Owned(redact_secret(&String::from_utf8_lossy(raw)).into_bytes()),
         _ => std::borrow::Cow::Borrowed(b"<not kept: the text may hold Secret values and could not be redacted>"),
     }
 }
@@ -122,5 +124,7 @@ mod tests {
         let broken = br#"{"kind":"Secret","data":{"k":"c2VjcmV0"}"#;
         assert!(!String::from_utf8_lossy(&scrub_secrets(broken)).contains("c2VjcmV0"));
         assert_eq!(scrub_secrets(b"plain").as_ref(), b"plain");
+        let bare = br#"{"kind":"Secret","metadata":{"name":"s"},"data":{"k":"c2VjcmV0"}}"#;
+        assert!(!String::from_utf8_lossy(&scrub_secrets(bare)).contains("c2VjcmV0"));
     }
 }

@@ -42,6 +42,7 @@ pub struct ImportArgs {
     quiet: bool,
 }
 
+/// Imports every input, then prints the summary; the exit code is 1 when anything was rejected.
 pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     if let Some(session) = &args.session {
         validate_session_name(session)?;
@@ -80,6 +81,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     };
 
     let mut done_bytes = 0u64;
+    let mut stopped = None;
     for name in &args.files {
         bar.set_message(name.clone());
         let start = done_bytes;
@@ -88,14 +90,27 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
             consumed = n;
             bar.set_position(start + n);
         };
-        import_input(&mut ingestor, name, &mut progress)
-            .with_context(|| format!("importing {name}: storage failed; records stored before this point are kept"))?;
+        if let Err(e) = import_input(&mut ingestor, name, &mut progress) {
+            stopped = Some(anyhow::Error::new(e).context(format!("importing {name}: storage failed")));
+            break;
+        }
         done_bytes += consumed;
     }
+    // Whatever stopped the run, what was accepted is written out before reporting.
     let rejected_log = ingestor.rejected_log().clone();
-    let (stats, _files) =
-        ingestor.finish().context("writing the imported records failed; records written before this point are kept")?;
+    let finished = ingestor.finish();
     bar.finish_and_clear();
+    let (stats, _files) = match (stopped, finished) {
+        (None, Ok(done)) => done,
+        (Some(e), Ok((stats, _))) => {
+            print_summary(&args, &stats, &rejected_log);
+            return Err(e.context("the import stopped early; the records counted above as stored are kept"));
+        }
+        (_, Err(e)) => {
+            return Err(anyhow::Error::new(e)
+                .context("writing the imported records failed; files written before this point are kept"));
+        }
+    };
     print_summary(&args, &stats, &rejected_log);
     Ok(if stats.rejected > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

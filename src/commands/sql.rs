@@ -16,6 +16,7 @@ pub struct SqlArgs {
     data: DataDir,
 }
 
+/// Runs the query over the recording and prints the result as a table.
 pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {

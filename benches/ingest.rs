@@ -1,6 +1,7 @@
 //! Ingest throughput on realistic audit JSON, next to the parse floor measured in the same run.
 //!
 //! - `parse_floor`: `serde_json` skipping every event (`IgnoredAny`): no decoder can go faster.
+//! - `decode_only`: our decoder finding and parsing every event, nothing more.
 //! - `decode_normalize_arrow`: our decoder, normalizer and Arrow builder.
 //! - `decode_normalize_arrow_parquet`: the same, plus encoding every batch as KubeStep's Parquet
 //!   (zstd, statistics) into memory.
@@ -130,6 +131,19 @@ fn chrono_rfc3339(us: i64) -> String {
     format!("2024-05-{:02}T{:02}:{:02}:{:02}.{micros:06}Z", day_of_month, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
+/// Decoding alone: events found and parsed, nothing done with them.
+struct CountSink(usize);
+
+impl EventSink for CountSink {
+    fn on_event(&mut self, _location: Location, event: Event<'_>, _raw: &[u8]) {
+        black_box(&event);
+        self.0 += 1;
+    }
+    fn on_reject(&mut self, _location: Location, reason: String, _raw: &[u8]) {
+        panic!("generated input rejected: {reason}");
+    }
+}
+
 /// Decode + normalize + append to Arrow, finishing a batch every 8192 rows (as the pipeline does),
 /// and, when `parquet` is set, encoding each batch into it.
 struct ArrowSink {
@@ -192,6 +206,14 @@ fn ingest(c: &mut Criterion) {
         b.iter(|| {
             let stream = serde_json::Deserializer::from_slice(black_box(&input)).into_iter::<IgnoredAny>();
             stream.map(|v| v.map(|_| 1usize).unwrap_or(0)).sum::<usize>()
+        })
+    });
+    group.bench_function("decode_only", |b| {
+        b.iter(|| {
+            let mut sink = CountSink(0);
+            decode(black_box(&input), &mut sink);
+            assert_eq!(sink.0, events);
+            sink.0
         })
     });
     for (name, parquet) in [("decode_normalize_arrow", false), ("decode_normalize_arrow_parquet", true)] {

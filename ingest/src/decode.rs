@@ -96,21 +96,34 @@ fn shape(body: &[u8]) -> Shape {
     }
 }
 
-/// YAML documents separated by `---`, each an event or a container of events. The slow path:
-/// every document is converted to JSON text and decoded like any other value.
+/// YAML documents separated by `---` lines, each an event or a container of events. The slow path:
+/// every document is converted to JSON text and decoded like any other value. Each document is
+/// parsed on its own, so a broken one costs only itself and is reported at its own line.
 fn decode_yaml(body: &[u8], leading_lines: usize, sink: &mut impl EventSink) {
-    for (i, document) in serde_norway::Deserializer::from_slice(body).enumerate() {
-        let location = Location { line: leading_lines + 1, item: (i > 0).then_some(i) };
-        match serde_json::Value::deserialize(document) {
+    let mut documents = Vec::new();
+    let (mut start, mut start_line, mut line) = (0, leading_lines + 1, leading_lines + 1);
+    let mut pos = 0;
+    while pos < body.len() {
+        let end = memchr::memchr(b'\n', &body[pos..]).map_or(body.len(), |i| pos + i);
+        let text = &body[pos..end];
+        if text.starts_with(b"---") && text[3..].iter().all(u8::is_ascii_whitespace) {
+            documents.push((start_line, &body[start..pos]));
+            (start, start_line) = (end + 1, line + 1);
+        }
+        pos = end + 1;
+        line += 1;
+    }
+    documents.push((start_line, &body[start.min(body.len())..]));
+    let many = documents.len() > 1;
+    for (i, (line, text)) in documents.into_iter().enumerate() {
+        let location = Location { line, item: many.then_some(i) };
+        match serde_norway::from_slice::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Null) => {}
             Ok(value) => match serde_json::to_string(&value) {
                 Ok(json) => decode_value(json.as_bytes(), location, 0, sink),
-                Err(err) => sink.on_reject(location, format!("YAML document cannot be JSON: {err}"), body),
+                Err(err) => sink.on_reject(location, format!("YAML document cannot be JSON: {err}"), text),
             },
-            Err(err) => {
-                let reason = format!("neither JSON nor a YAML audit event: {err}");
-                sink.on_reject(location, reason, body);
-                return;
-            }
+            Err(err) => sink.on_reject(location, format!("neither JSON nor a YAML audit event: {err}"), text),
         }
     }
     sink.on_progress(body.len());
@@ -475,6 +488,16 @@ mod tests {
         assert_eq!(ids(&c), ["a", "b"]);
         assert_eq!(c.rejects.len(), 1);
         assert_eq!(c.rejects[0].0.line, 2);
+    }
+
+    #[test]
+    fn a_broken_yaml_document_costs_only_itself() {
+        let yaml = "auditID: a\nstage: Panic\n---\nkey: [unclosed\n---\nauditID: b\nstage: Panic\n";
+        let c = run(yaml);
+        assert_eq!(ids(&c), ["a", "b"]);
+        assert_eq!(c.events[1].0.line, 6);
+        assert_eq!(c.rejects.len(), 1);
+        assert_eq!(c.rejects[0].0.line, 4);
     }
 
     #[test]

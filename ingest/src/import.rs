@@ -50,6 +50,7 @@ fn fill(source: &mut dyn Read, buf: &mut Vec<u8>, more: usize) -> (bool, Option<
 /// as a rejection and everything read before a failure is still imported; the error returned is
 /// only storage failing. `progress` is told the on-disk bytes of the input consumed so far.
 pub fn import_input(ingestor: &mut Ingestor, name: &str, progress: &mut dyn FnMut(u64)) -> Result<(), IngestError> {
+    let _span = tracing::info_span!("import", source = name).entered();
     import_blocks(ingestor, name, BLOCK_BYTES, progress)
 }
 

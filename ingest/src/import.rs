@@ -19,7 +19,7 @@ use crate::pipeline::{IngestError, Ingestor};
 pub const STDIN: &str = "-";
 
 /// How much decompressed input is decoded at a time.
-pub const BLOCK_BYTES: usize = 64 << 20;
+pub const BLOCK_BYTES: usize = 16 << 20;
 
 /// Counts the bytes read from the underlying file, for progress in on-disk bytes.
 struct Counting<R> {

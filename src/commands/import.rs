@@ -121,7 +121,8 @@ fn print_summary(args: &ImportArgs, stats: &IngestStats, rejected_log: &std::pat
     println!("  events read       {:>9}", stats.events_read);
     let sessions = match stats.sessions.len() {
         0 => String::new(),
-        1..=3 => format!(", session {}", stats.sessions.join(", ")),
+        1 => format!(", session {}", stats.sessions[0]),
+        2 | 3 => format!(", sessions {}", stats.sessions.join(", ")),
         k => format!(", {k} sessions {} .. {}", stats.sessions[0], stats.sessions[k - 1]),
     };
     println!(

@@ -10,8 +10,10 @@
 //! - [`writer`]: sorted, zstd Parquet files under the hive layout of [`layout`], made visible
 //!   atomically;
 //! - [`rejected`]: what could not be recorded, with file, line and reason;
-//! - [`pipeline`]: the [`Ingestor`] that runs all of the above;
-//! - [`import`]: reading files, gzip and standard input.
+//! - [`prepare`]: decode + normalize of one input into an Arrow batch, on any thread;
+//! - [`pipeline`]: the [`Ingestor`] that runs all of the above and commits prepared batches;
+//! - [`import`]: reading files, gzip and standard input;
+//! - [`wal`]: the write-ahead log that makes an acknowledged webhook batch durable.
 
 pub mod actor;
 pub mod decode;
@@ -21,9 +23,12 @@ pub mod kinds;
 pub mod layout;
 pub mod normalize;
 pub mod pipeline;
+pub mod prepare;
 pub mod redact;
 pub mod rejected;
 pub mod session;
+pub mod wal;
 pub mod writer;
 
 pub use pipeline::{IngestConfig, IngestError, IngestStats, Ingestor, random_writer_id};
+pub use prepare::{PreparedBatch, prepare};

@@ -4,14 +4,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::array::RecordBatch;
-use kubestep_schemas::OperationBatchBuilder;
+use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use kubestep_schemas::audit::Event;
+use kubestep_schemas::OperationBatchBuilder;
+use kubestep_schemas::schema::columns;
 
 use crate::decode::{EventSink, Location, decode, decode_json_lines};
 use crate::dedup::{Deduplicator, LoadKeysError, record_key};
 use crate::layout::{Layout, partition_date, stored_auto_sessions};
 use crate::normalize::{NormalizeConfig, Normalized, normalize};
+use crate::prepare::PreparedBatch;
 use crate::rejected::{RejectedLog, Rejection};
 use crate::session::{DEFAULT_IDLE_GAP_US, SessionAssigner};
 use crate::writer::{ParquetWriter, WriteError, WrittenFile};
@@ -205,6 +209,127 @@ impl Ingestor {
         Ok((self.stats, self.written))
     }
 
+    /// Stores a batch prepared elsewhere: its rejections go to the log, each new record to
+    /// `session` (or to an automatic session when `None`), duplicates are counted and skipped.
+    /// Batches must be committed in the order they were accepted.
+    pub fn commit(&mut self, prepared: PreparedBatch, session: Option<&str>) -> Result<(), IngestError> {
+        self.stats.events_read += prepared.events_read;
+        for (stage, n) in prepared.dropped_by_stage {
+            *self.stats.dropped_by_stage.entry(stage).or_default() += n;
+        }
+        for (rejection, raw) in prepared.rejections {
+            self.reject(rejection, &raw);
+        }
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
+        let Some(records) = prepared.records else { return Ok(()) };
+        let routes = self.route(&records, &prepared.keys, session)?;
+        let row_bytes = records.get_array_memory_size() / records.num_rows().max(1);
+        let whole = routes.len() == 1 && routes[0].1.len() == records.num_rows();
+        for (index, rows) in routes {
+            let batch = if whole {
+                records.clone()
+            } else {
+                take_record_batch(&records, &UInt32Array::from(rows)).map_err(WriteError::Sort)?
+            };
+            let partition = &mut self.partitions[index];
+            partition.rows += batch.num_rows();
+            partition.bytes += batch.num_rows() * row_bytes;
+            self.stats.records_accepted += batch.num_rows() as u64;
+            partition.batches.push(batch);
+            if partition.rows >= self.config.max_rows_per_file || partition.bytes >= self.config.max_bytes_per_file {
+                self.flush_partition(index)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The partition each new row of `records` goes to. Either every new key is remembered or, on
+    /// failure, none is.
+    fn route(
+        &mut self,
+        records: &RecordBatch,
+        keys: &[u128],
+        session: Option<&str>,
+    ) -> Result<Vec<(usize, Vec<u32>)>, IngestError> {
+        let schema = records.schema();
+        let column = |name: &str| {
+            schema.index_of(name).ok().and_then(|i| records.column(i).as_primitive_opt::<TimestampMicrosecondType>())
+        };
+        let (Some(received), Some(completed)) = (column(columns::RECEIVED_AT), column(columns::COMPLETED_AT)) else {
+            return Err(WriteError::Sort(datafusion::arrow::error::ArrowError::SchemaError(
+                "a prepared batch lacks received_at or completed_at".into(),
+            ))
+            .into());
+        };
+        let mut routes: Vec<(usize, Vec<u32>)> = Vec::new();
+        let mut inserted = Vec::new();
+        for (row, &key) in keys.iter().enumerate().take(records.num_rows()) {
+            let date = self.partition_date(received.value(row)).to_owned();
+            match self.dedup.insert(&date, key) {
+                Ok(true) => inserted.push(key),
+                Ok(false) => {
+                    self.stats.duplicates += 1;
+                    continue;
+                }
+                Err(e) => {
+                    for key in inserted {
+                        self.dedup.forget(key);
+                    }
+                    return Err(e.into());
+                }
+            }
+            let name = match session {
+                Some(name) => name,
+                None => self.sessions.assign(completed.value(row)),
+            };
+            let index = partition_index(&mut self.partitions, &mut self.last_partition, name, date);
+            match routes.iter_mut().find(|(i, _)| *i == index) {
+                Some((_, rows)) => rows.push(row as u32),
+                None => routes.push((index, vec![row as u32])),
+            }
+        }
+        Ok(routes)
+    }
+
+    /// Writes out every buffered record and forgets the partitions, so that a long-running writer
+    /// does not accumulate them. Records that could not be written stay buffered.
+    pub fn flush_all(&mut self) -> Result<(), IngestError> {
+        self.flush_where(|_| true)
+    }
+
+    /// Writes out every buffered record of `session`.
+    pub fn flush_session(&mut self, session: &str) -> Result<(), IngestError> {
+        self.flush_where(|p| p.session_id == session)
+    }
+
+    fn flush_where(&mut self, wanted: impl Fn(&Partition) -> bool) -> Result<(), IngestError> {
+        let mut result = Ok(());
+        for index in 0..self.partitions.len() {
+            if wanted(&self.partitions[index])
+                && let Err(e) = self.flush_partition(index)
+            {
+                result = Err(e);
+                break;
+            }
+        }
+        self.partitions.retain(|p| p.rows > 0 || !p.builder.is_empty());
+        self.last_partition = None;
+        self.rejected.sync()?;
+        result
+    }
+
+    /// Records buffered and not yet written to a file.
+    pub fn buffered_records(&self) -> usize {
+        self.partitions.iter().map(|p| p.rows).sum()
+    }
+
+    /// The files written since the last call.
+    pub fn drain_written(&mut self) -> Vec<WrittenFile> {
+        std::mem::take(&mut self.written)
+    }
+
     fn reject(&mut self, rejection: Rejection, raw: &[u8]) {
         self.stats.rejected += 1;
         if let Err(e) = self.rejected.append(&rejection, raw) {
@@ -245,24 +370,7 @@ impl Ingestor {
             return Ok(());
         }
         let session = self.sessions.assign(record.completed_at_us);
-        let index = match self.last_partition {
-            Some(i) if self.partitions[i].session_id == session && self.partitions[i].date == date => i,
-            _ => match self.partitions.iter().position(|p| p.session_id == session && p.date == date) {
-                Some(i) => i,
-                None => {
-                    self.partitions.push(Partition {
-                        session_id: session.to_owned(),
-                        date,
-                        builder: OperationBatchBuilder::new(),
-                        batches: Vec::new(),
-                        rows: 0,
-                        bytes: 0,
-                    });
-                    self.partitions.len() - 1
-                }
-            },
-        };
-        self.last_partition = Some(index);
+        let index = partition_index(&mut self.partitions, &mut self.last_partition, session, date);
         let partition = &mut self.partitions[index];
         let before = partition.builder.approx_bytes();
         partition.builder.append(&record);
@@ -288,10 +396,11 @@ impl Ingestor {
             let batch = partition.builder.finish().map_err(WriteError::Sort)?;
             partition.batches.push(batch);
         }
-        let batches = std::mem::take(&mut partition.batches);
+        // Written in place: if writing fails (a full disk), the records stay buffered for the next try.
+        let file = self.writer.write(&partition.session_id, &partition.date, &partition.batches)?;
+        partition.batches.clear();
         partition.rows = 0;
         partition.bytes = 0;
-        let file = self.writer.write(&partition.session_id, &partition.date, &batches)?;
         tracing::debug!(path = %file.path.display(), rows = file.rows, bytes = file.bytes, "wrote parquet file");
         self.stats.records_stored += file.rows as u64;
         self.stats.files_written += 1;
@@ -299,6 +408,33 @@ impl Ingestor {
         self.written.push(file);
         Ok(())
     }
+}
+
+/// The partition of `(session, date)`, created if new. `last` remembers the previous answer, which
+/// is nearly always the next one too.
+fn partition_index(partitions: &mut Vec<Partition>, last: &mut Option<usize>, session: &str, date: String) -> usize {
+    if let Some(i) = *last
+        && partitions[i].session_id == session
+        && partitions[i].date == date
+    {
+        return i;
+    }
+    let index = match partitions.iter().position(|p| p.session_id == session && p.date == date) {
+        Some(i) => i,
+        None => {
+            partitions.push(Partition {
+                session_id: session.to_owned(),
+                date,
+                builder: OperationBatchBuilder::new(),
+                batches: Vec::new(),
+                rows: 0,
+                bytes: 0,
+            });
+            partitions.len() - 1
+        }
+    };
+    *last = Some(index);
+    index
 }
 
 struct Sink<'i, 's, 'p> {

@@ -20,6 +20,15 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr (the level comes from KUBESTEP_LOG, e.g. `debug` or `kubestep_ingest=trace`).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The recording directory, shared by every command that reads or writes one.
@@ -36,20 +45,28 @@ enum Command {
     Import(commands::import::ImportArgs),
     /// Run SQL over the recording (table `operations`).
     Sql(commands::sql::SqlArgs),
+    /// Run the audit webhook backend: accept the API server's event batches and record them.
+    Serve(commands::serve::ServeArgs),
+    /// Start, stop or list named sessions on a running `kubestep serve`.
+    Session(commands::session::SessionArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KUBESTEP_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // A service says what it does; a command-line tool speaks only when something is wrong.
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTEP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.command {
         Command::Import(args) => commands::import::run(args),
         Command::Sql(args) => commands::sql::run(args),
+        Command::Serve(args) => commands::serve::run(args),
+        Command::Session(args) => commands::session::run(args),
     };
     match result {
         Ok(code) => code,

@@ -43,6 +43,23 @@ impl Layout {
     pub fn rejected_dir(&self) -> PathBuf {
         self.root.join("rejected")
     }
+
+    /// The ingest service's write-ahead log and its small state files.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.root.join("wal")
+    }
+
+    /// The names of the sessions that have files, sorted.
+    pub fn stored_sessions(&self) -> Vec<String> {
+        let prefix = format!("{}=", columns::SESSION_ID);
+        let Ok(dirs) = std::fs::read_dir(self.operations_dir()) else { return Vec::new() };
+        let mut names: Vec<String> = dirs
+            .flatten()
+            .filter_map(|d| d.file_name().to_str().and_then(|n| n.strip_prefix(&prefix)).map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
 }
 
 /// The automatic sessions stored in a recording, with the first and latest `completed_at` of each

@@ -13,7 +13,8 @@
 //! - [`prepare`]: decode + normalize of one input into an Arrow batch, on any thread;
 //! - [`pipeline`]: the [`Ingestor`] that runs all of the above and commits prepared batches;
 //! - [`import`]: reading files, gzip and standard input;
-//! - [`wal`]: the write-ahead log that makes an acknowledged webhook batch durable.
+//! - [`wal`]: the write-ahead log that makes an acknowledged webhook batch durable;
+//! - [`server`]: the webhook service (`kubestep serve`) over all of the above.
 
 pub mod actor;
 pub mod decode;
@@ -26,6 +27,7 @@ pub mod pipeline;
 pub mod prepare;
 pub mod redact;
 pub mod rejected;
+pub mod server;
 pub mod session;
 pub mod wal;
 pub mod writer;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
-use kubestep_schemas::audit::Event;
 use kubestep_schemas::OperationBatchBuilder;
+use kubestep_schemas::audit::Event;
 use kubestep_schemas::schema::columns;
 
 use crate::decode::{EventSink, Location, decode, decode_json_lines};
@@ -59,6 +59,16 @@ pub enum IngestError {
     /// The records already stored could not be read to de-duplicate against.
     #[error(transparent)]
     LoadKeys(#[from] LoadKeysError),
+}
+
+impl IngestError {
+    /// Whether the cause is a full disk or quota.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            IngestError::Write(e) => e.is_storage_full(),
+            IngestError::LoadKeys(_) => false,
+        }
+    }
 }
 
 /// What an ingest run did. `events_read = dropped + rejected(events) + duplicates + accepted`.
@@ -323,6 +333,11 @@ impl Ingestor {
     /// Records buffered and not yet written to a file.
     pub fn buffered_records(&self) -> usize {
         self.partitions.iter().map(|p| p.rows).sum()
+    }
+
+    /// About how much memory the buffered records take.
+    pub fn buffered_bytes(&self) -> usize {
+        self.partitions.iter().map(|p| p.bytes).sum()
     }
 
     /// The files written since the last call.

@@ -46,12 +46,8 @@ impl PreparedBatch {
 
 /// Decodes and normalizes every event of `bytes`, which came from `source`.
 pub fn prepare(source: &str, bytes: &[u8], config: &NormalizeConfig) -> Result<PreparedBatch, ArrowError> {
-    let mut sink = PrepareSink {
-        source,
-        config,
-        builder: OperationBatchBuilder::new(),
-        prepared: PreparedBatch::default(),
-    };
+    let mut sink =
+        PrepareSink { source, config, builder: OperationBatchBuilder::new(), prepared: PreparedBatch::default() };
     decode(bytes, &mut sink);
     let PrepareSink { mut builder, mut prepared, .. } = sink;
     if !builder.is_empty() {

@@ -57,8 +57,7 @@ impl WalError {
     pub fn is_storage_full(&self) -> bool {
         match self {
             WalError::Io { source, .. } => is_storage_full(source),
-            WalError::Dir(crate::writer::WriteError::Io { source, .. }) => is_storage_full(source),
-            WalError::Dir(_) => false,
+            WalError::Dir(e) => e.is_storage_full(),
         }
     }
 }
@@ -66,6 +65,7 @@ impl WalError {
 /// Whether an I/O error means "no space left" (or quota exceeded).
 pub fn is_storage_full(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+        || e.get_ref().and_then(|inner| inner.downcast_ref::<io::Error>()).is_some_and(is_storage_full)
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WalError + 'a {
@@ -223,14 +223,7 @@ impl Wal {
         create_dir_durably(dir)?;
         let id = segment_ids(dir)?.last().map_or(1, |last| last + 1);
         let file = new_segment(dir, id)?;
-        Ok(Self {
-            dir: dir.to_owned(),
-            file,
-            id,
-            len: MAGIC.len() as u64,
-            entries_in_segment: 0,
-            scratch: Vec::new(),
-        })
+        Ok(Self { dir: dir.to_owned(), file, id, len: MAGIC.len() as u64, entries_in_segment: 0, scratch: Vec::new() })
     }
 
     /// The directory of the log.
@@ -312,8 +305,7 @@ impl Wal {
 
 fn new_segment(dir: &Path, id: u64) -> Result<File, WalError> {
     let path = segment_path(dir, id);
-    let mut file =
-        OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err("creating", &path))?;
+    let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err("creating", &path))?;
     file.write_all(MAGIC).map_err(io_err("writing the header of", &path))?;
     file.sync_all().map_err(io_err("fsyncing", &path))?;
     fsync_dir(dir)?;

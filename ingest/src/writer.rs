@@ -51,6 +51,22 @@ pub enum WriteError {
     Sort(#[from] ArrowError),
 }
 
+impl WriteError {
+    /// Whether the cause is a full disk or quota (the write can succeed later, once space frees).
+    pub fn is_storage_full(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<io::Error>()
+                && crate::wal::is_storage_full(io)
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
+
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> WriteError + use<'p> {
     move |source| WriteError::Io { action, path: path.to_owned(), source }
 }

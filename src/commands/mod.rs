@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
 pub mod import;
+pub mod serve;
+pub mod session;
 pub mod sql;

@@ -1,0 +1,296 @@
+//! The HTTP surface: routes, handlers and the JSON error bodies.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kubestep_schemas::session::validate_session_name;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use super::metrics::{BatchOutcome, Metrics};
+use super::sessions::{ActiveSession, StartError};
+use super::storage::{AppendError, Storage};
+use crate::layout::Layout;
+use crate::normalize::NormalizeConfig;
+use crate::prepare::{PreparedBatch, prepare};
+
+/// Seconds a client is asked to wait after a 503 because the queue is full.
+const RETRY_AFTER_BUSY: &str = "1";
+/// Seconds a client is asked to wait after a 503 because the disk is full.
+const RETRY_AFTER_FULL: &str = "10";
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub(super) inner: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    pub(super) normalize: NormalizeConfig,
+    pub(super) storage: Storage,
+    pub(super) sessions: Arc<ActiveSession>,
+    pub(super) metrics: Arc<Metrics>,
+    /// One permit per KiB of body waiting for the WAL.
+    pub(super) queue: Arc<Semaphore>,
+    pub(super) queue_permits: u32,
+    pub(super) max_body: usize,
+    pub(super) layout: Layout,
+    pub(super) shutting_down: AtomicBool,
+}
+
+/// The service's routes.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/audit", post(post_audit))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/sessions", get(list_sessions).post(start_session))
+        .route("/sessions/{name}/stop", post(stop_session))
+        .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn unavailable(message: impl Into<String>, retry_after: &'static str) -> Response {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
+    response
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let s = &state.inner;
+    if s.shutting_down.load(Relaxed) {
+        return unavailable("shutting down", RETRY_AFTER_BUSY);
+    }
+    if s.storage.is_full() {
+        return unavailable("storage is full", RETRY_AFTER_FULL);
+    }
+    "ready\n".into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.inner.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// `POST /audit`: the webhook.
+async fn post_audit(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let span = tracing::info_span!("post_audit", bytes = tracing::field::Empty, records = tracing::field::Empty);
+    let s = state.inner.clone();
+    let (outcome, response) = receive_batch(&s, &headers, body).instrument(span).await;
+    s.metrics.batch(outcome);
+    response
+}
+
+async fn receive_batch(s: &Shared, headers: &HeaderMap, body: Body) -> (BatchOutcome, Response) {
+    let too_large = || {
+        let message = format!("the body is larger than the limit of {} bytes (--max-body)", s.max_body);
+        (BatchOutcome::TooLarge, error(StatusCode::PAYLOAD_TOO_LARGE, message))
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > s.max_body) {
+        return too_large();
+    }
+    let body = match axum::body::to_bytes(body, s.max_body).await {
+        Ok(body) => body,
+        Err(e) if is_length_limit(&e) => return too_large(),
+        Err(e) => {
+            return (BatchOutcome::Malformed, error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")));
+        }
+    };
+    let received = Instant::now();
+    tracing::Span::current().record("bytes", body.len());
+    s.metrics.bytes_received.fetch_add(body.len() as u64, Relaxed);
+    if s.shutting_down.load(Relaxed) {
+        return (BatchOutcome::Unavailable, unavailable("shutting down", RETRY_AFTER_BUSY));
+    }
+    if s.storage.is_full() {
+        return (BatchOutcome::Unavailable, unavailable("storage is full; retry later", RETRY_AFTER_FULL));
+    }
+    let kib = u32::try_from(body.len() / 1024 + 1).unwrap_or(u32::MAX).min(s.queue_permits);
+    let Ok(_permit) = s.queue.clone().try_acquire_many_owned(kib) else {
+        return (BatchOutcome::Unavailable, unavailable("too many batches are waiting; retry", RETRY_AFTER_BUSY));
+    };
+    s.metrics.queue_bytes.fetch_add(body.len() as u64, Relaxed);
+    let result = prepare_and_append(s, body.clone()).await;
+    s.metrics.queue_bytes.fetch_sub(body.len() as u64, Relaxed);
+    match result {
+        Ok(prepared_summary) => {
+            s.metrics.ack.observe(received.elapsed());
+            tracing::Span::current().record("records", prepared_summary.records);
+            (BatchOutcome::Accepted, Json(prepared_summary).into_response())
+        }
+        Err(response) => response,
+    }
+}
+
+/// What a 200 answer says about the batch.
+#[derive(Debug, serde::Serialize)]
+struct Accepted {
+    events: u64,
+    records: usize,
+    rejected: usize,
+}
+
+async fn prepare_and_append(s: &Shared, body: Bytes) -> Result<Accepted, (BatchOutcome, Response)> {
+    let normalize = s.normalize.clone();
+    let for_prepare = body.clone();
+    let prepared = tokio::task::spawn_blocking(move || prepare("POST /audit", &for_prepare, &normalize))
+        .await
+        .map_err(|e| internal(format!("preparing the batch: {e}")))?
+        .map_err(|e| internal(format!("preparing the batch: {e}")))?;
+    if let Some(response) = refuse_malformed(&body, &prepared) {
+        return Err((BatchOutcome::Malformed, response));
+    }
+    let summary =
+        Accepted { events: prepared.events_read, records: prepared.num_records(), rejected: prepared.rejections.len() };
+    let session = s.sessions.current();
+    match s.storage.append(session, body, prepared).await {
+        Ok(()) => Ok(summary),
+        Err(e @ AppendError::Full(_)) => Err((BatchOutcome::Unavailable, unavailable(e.to_string(), RETRY_AFTER_FULL))),
+        Err(e @ (AppendError::Busy | AppendError::ShuttingDown)) => {
+            Err((BatchOutcome::Unavailable, unavailable(e.to_string(), RETRY_AFTER_BUSY)))
+        }
+        Err(e @ AppendError::Io(_)) => Err((BatchOutcome::Unavailable, unavailable(e.to_string(), RETRY_AFTER_FULL))),
+    }
+}
+
+fn internal(message: String) -> (BatchOutcome, Response) {
+    (BatchOutcome::Unavailable, error(StatusCode::INTERNAL_SERVER_ERROR, message))
+}
+
+/// A body that is not JSON, or whose top level is not events, is refused as a whole with 400 and
+/// the byte offset of the problem; nothing of it is stored, so the client can fix it and resend.
+fn refuse_malformed(body: &[u8], prepared: &PreparedBatch) -> Option<Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Some(error(StatusCode::BAD_REQUEST, "the body is empty; expected an audit.k8s.io/v1 EventList"));
+    }
+    let rejection = prepared.first_malformed()?;
+    let syntax = serde_json::from_slice::<serde::de::IgnoredAny>(body).err().filter(|e| e.is_syntax() || e.is_eof());
+    let (message, offset) = match syntax {
+        Some(e) => {
+            // At the end of input serde_json points at the last byte; the problem is the missing rest.
+            let offset = if e.is_eof() { body.len() } else { byte_offset(body, e.line(), e.column()) };
+            (format!("malformed JSON at byte {offset} (line {}, column {}): {e}", e.line(), e.column()), Some(offset))
+        }
+        None => (format!("not audit events: {}", rejection.reason), None),
+    };
+    let mut body = json!({ "error": message });
+    if let Some(offset) = offset {
+        body["offset"] = json!(offset);
+    }
+    Some((StatusCode::BAD_REQUEST, Json(body)).into_response())
+}
+
+/// The byte offset of serde_json's 1-based line and column (columns count bytes).
+fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
+    let line_start = match line {
+        0 | 1 => 0,
+        _ => memchr::memchr_iter(b'\n', body).nth(line - 2).map_or(body.len(), |i| i + 1),
+    };
+    (line_start + column.saturating_sub(1)).min(body.len())
+}
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.to_string().contains("length limit exceeded") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+#[derive(Deserialize)]
+struct StartSession {
+    name: String,
+}
+
+/// `POST /sessions {"name": ...}`: record every batch accepted from now on into that session.
+async fn start_session(State(state): State<AppState>, body: Bytes) -> Response {
+    let s = &state.inner;
+    let request: StartSession = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("expected {{\"name\": \"SESSION\"}}: {e}")),
+    };
+    if let Err(e) = validate_session_name(&request.name) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    match s.sessions.start(&request.name) {
+        Ok(()) => {
+            tracing::info!(session = %request.name, "session started");
+            (StatusCode::CREATED, Json(json!({ "name": request.name, "active": true }))).into_response()
+        }
+        Err(e @ StartError::Busy(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /sessions/{name}/stop`: end the session and write its records to Parquet before answering.
+async fn stop_session(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let s = &state.inner;
+    match s.sessions.stop(&name) {
+        Ok(true) => {}
+        Ok(false) => {
+            let active = s.sessions.current();
+            let message = match active {
+                Some(active) => format!("session {name:?} is not being recorded (the active session is {active:?})"),
+                None => format!("session {name:?} is not being recorded (no named session is active)"),
+            };
+            return error(StatusCode::NOT_FOUND, message);
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+    match s.storage.flush_session(name.clone()).instrument(tracing::info_span!("stop_session", session = %name)).await {
+        Ok(()) => {
+            tracing::info!(session = %name, "session stopped and flushed");
+            Json(json!({ "name": name, "active": false, "flushed": true })).into_response()
+        }
+        Err(e) => unavailable(
+            format!("session {name:?} stopped, but its records could not be written yet ({e}); they are kept"),
+            RETRY_AFTER_FULL,
+        ),
+    }
+}
+
+/// `GET /sessions`: the active session and every session with files.
+async fn list_sessions(State(state): State<AppState>) -> Response {
+    let s = &state.inner;
+    let active = s.sessions.current();
+    let mut names = s.layout.stored_sessions();
+    if let Some(active) = &active
+        && !names.iter().any(|n| n == active.as_ref())
+    {
+        names.push(active.to_string());
+        names.sort();
+    }
+    let sessions: Vec<_> =
+        names.iter().map(|n| json!({ "name": n, "active": active.as_deref() == Some(n.as_str()) })).collect();
+    Json(json!({ "active": active.as_deref(), "sessions": sessions })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::byte_offset;
+
+    #[test]
+    fn offsets_count_bytes_across_lines() {
+        let body = b"{\n  \"a\": x\n}";
+        assert_eq!(byte_offset(body, 1, 1), 0);
+        assert_eq!(byte_offset(body, 2, 8), 9);
+        assert_eq!(body[9], b'x');
+    }
+}

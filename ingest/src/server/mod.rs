@@ -1,0 +1,281 @@
+//! The ingest service behind `kubestep serve`: the API server's audit webhook backend.
+//!
+//! A request's life: the body is read (up to `max_body`), prepared (decoded and normalized into an
+//! Arrow batch) on a blocking thread, appended to the write-ahead log with a group commit, and only
+//! then acknowledged. The [`storage`] threads buffer the records and write Parquet files by age,
+//! rows and bytes, deleting WAL segments once their records are in Parquet. At start-up the WAL is
+//! replayed first, so every acknowledged event ends up stored exactly once.
+
+pub mod http;
+pub mod metrics;
+pub mod sessions;
+pub mod storage;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::layout::Layout;
+use crate::normalize::NormalizeConfig;
+use crate::pipeline::{IngestConfig, Ingestor};
+use crate::session::DEFAULT_IDLE_GAP_US;
+use crate::wal::{self, Wal};
+use crate::writer::create_dir_durably;
+use metrics::Metrics;
+use sessions::ActiveSession;
+use storage::{FlushPolicy, Storage};
+
+/// Everything `kubestep serve` can be told.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The recording directory.
+    pub data: PathBuf,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// How events become records.
+    pub normalize: NormalizeConfig,
+    /// Record into this named session from the start.
+    pub session: Option<String>,
+    /// Automatic sessions end after this long without events (microseconds).
+    pub idle_gap_us: i64,
+    /// When buffered records are written to Parquet.
+    pub flush: FlushPolicy,
+    /// Larger bodies get 413.
+    pub max_body: usize,
+    /// Body bytes that may wait for the WAL at once; beyond that, 503.
+    pub max_queue_bytes: usize,
+    /// Listen on a non-loopback address without TLS and authentication.
+    pub insecure: bool,
+    /// Name of this writer in file names; random when `None`.
+    pub writer_id: Option<String>,
+}
+
+impl ServeConfig {
+    /// The defaults of `kubestep serve` over `data`.
+    pub fn new(data: PathBuf) -> Self {
+        Self {
+            data,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
+            normalize: NormalizeConfig::default(),
+            session: None,
+            idle_gap_us: DEFAULT_IDLE_GAP_US,
+            flush: FlushPolicy { interval: Duration::from_secs(10), max_rows: 1_000_000, max_bytes: 64 << 20 },
+            max_body: 64 << 20,
+            max_queue_bytes: 256 << 20,
+            insecure: false,
+            writer_id: None,
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is refused.
+    #[error("{0}")]
+    Config(String),
+    /// Binding the listen address failed.
+    #[error("listening on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The recording directory, the WAL or the replay failed.
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// A service that has recovered its WAL and is bound to its address, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    state: http::AppState,
+}
+
+/// What start-up recovery did, for the log and for tests.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryReport {
+    /// WAL entries (accepted batches) replayed.
+    pub batches: u64,
+    /// Records they held that were not yet stored.
+    pub records: u64,
+    /// Records they held that were stored already.
+    pub duplicates: u64,
+    /// Temporary files of interrupted Parquet writes that were removed.
+    pub removed_temp_files: Vec<PathBuf>,
+    /// Torn or corrupt WAL tails that were cut off.
+    pub repairs: Vec<String>,
+}
+
+impl Server {
+    /// Recovers the recording at `config.data` (removes temporary files of interrupted writes,
+    /// replays the WAL into Parquet) and binds the listen address.
+    pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
+        if !config.listen.ip().is_loopback() && !config.insecure {
+            return Err(ServeError::Config(format!(
+                "refusing to listen on {} without TLS and authentication; listen on a loopback address, \
+                 or pass --insecure if something else protects this port",
+                config.listen
+            )));
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
+        let metrics = Arc::new(Metrics::default());
+        let data = config.data.clone();
+        let (storage, sessions, report) = {
+            let config = config.clone();
+            let metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || start_storage(&config, metrics))
+                .await
+                .map_err(|e| ServeError::Storage(e.to_string()))??
+        };
+        log_recovery(&report);
+        let queue_permits = (config.max_queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
+        let state = http::AppState {
+            inner: Arc::new(http::Shared {
+                normalize: config.normalize,
+                storage,
+                sessions,
+                metrics,
+                queue: Arc::new(Semaphore::new(queue_permits)),
+                queue_permits: queue_permits as u32,
+                max_body: config.max_body,
+                layout: Layout::new(data),
+                shutting_down: AtomicBool::new(false),
+            }),
+        };
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, ServeError> {
+        self.listener.local_addr().map_err(|e| ServeError::Storage(e.to_string()))
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets requests in flight finish,
+    /// flushes every buffered record and removes the WAL.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let state = self.state.clone();
+        let router = http::router(self.state);
+        let serve = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing requests in flight, then flushing");
+        });
+        let served = serve.await.map_err(|e| ServeError::Storage(format!("serving: {e}")));
+        state.inner.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
+        let flushed = state.inner.storage.shutdown().await.map_err(ServeError::Storage);
+        served?;
+        flushed?;
+        tracing::info!("stopped; every accepted event is stored");
+        Ok(())
+    }
+}
+
+/// Recovery, then the storage threads. Runs on a blocking thread.
+fn start_storage(
+    config: &ServeConfig,
+    metrics: Arc<Metrics>,
+) -> Result<(Storage, Arc<ActiveSession>, RecoveryReport), ServeError> {
+    let storage_err = |e: &dyn std::fmt::Display| ServeError::Storage(e.to_string());
+    let layout = Layout::new(&config.data);
+    create_dir_durably(layout.root()).map_err(|e| storage_err(&e))?;
+    let mut report = RecoveryReport { removed_temp_files: remove_temp_files(&layout), ..RecoveryReport::default() };
+    let sessions =
+        Arc::new(ActiveSession::load(&layout.wal_dir(), config.session.clone()).map_err(|e| storage_err(&e))?);
+    let writer_id = config.writer_id.clone().unwrap_or_else(crate::random_writer_id);
+    let ingest_config = IngestConfig {
+        normalize: config.normalize.clone(),
+        session: None,
+        idle_gap_us: config.idle_gap_us,
+        max_rows_per_file: config.flush.max_rows,
+        max_bytes_per_file: config.flush.max_bytes,
+    };
+    let mut ingestor = Ingestor::new(layout.root(), &writer_id, ingest_config);
+    let mut failure = None;
+    let recovery = wal::recover(&layout.wal_dir(), |entry| {
+        if failure.is_some() {
+            return;
+        }
+        let prepared = match crate::prepare("write-ahead log", &entry.body, &config.normalize) {
+            Ok(p) => p,
+            Err(e) => {
+                failure = Some(e.to_string());
+                return;
+            }
+        };
+        report.batches += 1;
+        if let Err(e) = ingestor.commit(prepared, entry.session.as_deref()) {
+            failure = Some(e.to_string());
+        }
+    })
+    .map_err(|e| storage_err(&e))?;
+    if let Some(e) = failure {
+        return Err(ServeError::Storage(format!("replaying the write-ahead log: {e}; the log is kept")));
+    }
+    report.repairs = recovery.repairs;
+    report.records = ingestor.stats().records_accepted;
+    report.duplicates = ingestor.stats().duplicates;
+    let mut replayed_through = recovery.segments.last().copied();
+    if let Some(last) = replayed_through {
+        match ingestor.flush_all() {
+            Ok(()) => {
+                wal::remove_segments_through(&layout.wal_dir(), last).map_err(|e| storage_err(&e))?;
+                replayed_through = None;
+            }
+            Err(e) => tracing::error!(error = %e, "could not store the replayed records yet; keeping the WAL"),
+        }
+    }
+    let wal = Wal::create(&layout.wal_dir()).map_err(|e| storage_err(&e))?;
+    let storage =
+        Storage::start(wal, ingestor, replayed_through, config.flush, metrics).map_err(|e| storage_err(&e))?;
+    Ok((storage, sessions, report))
+}
+
+/// Removes the hidden temporary files (`.<name>.tmp`) that an interrupted Parquet write leaves.
+fn remove_temp_files(layout: &Layout) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(sessions) = std::fs::read_dir(layout.operations_dir()) else { return removed };
+    for session in sessions.flatten() {
+        let Ok(dates) = std::fs::read_dir(session.path()) else { continue };
+        for date in dates.flatten() {
+            let Ok(files) = std::fs::read_dir(date.path()) else { continue };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    match std::fs::remove_file(file.path()) {
+                        Ok(()) => removed.push(file.path()),
+                        Err(e) => {
+                            tracing::warn!(path = %file.path().display(), error = %e, "could not remove a temporary file")
+                        }
+                    }
+                }
+            }
+        }
+    }
+    removed
+}
+
+fn log_recovery(report: &RecoveryReport) {
+    for path in &report.removed_temp_files {
+        tracing::warn!(path = %path.display(), "removed the temporary file of an interrupted Parquet write");
+    }
+    for repair in &report.repairs {
+        tracing::warn!("write-ahead log repaired: {repair}");
+    }
+    if report.batches > 0 {
+        tracing::info!(
+            batches = report.batches,
+            records = report.records,
+            already_stored = report.duplicates,
+            "replayed the write-ahead log"
+        );
+    }
+}

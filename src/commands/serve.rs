@@ -1,0 +1,143 @@
+//! `kubestep serve`: the audit webhook backend.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use kubestep_ingest::actor::ActorRule;
+use kubestep_ingest::normalize::{DEFAULT_MAX_OBJECT_BYTES, NormalizeConfig};
+use kubestep_ingest::server::{ServeConfig, Server};
+use kubestep_schemas::session::validate_session_name;
+
+use crate::DataDir;
+
+/// Arguments of `kubestep serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// Address to listen on. A non-loopback address needs TLS and authentication, or --insecure.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9443")]
+    listen: SocketAddr,
+    /// Record everything into this named session (until `kubestep session stop`).
+    #[arg(long, value_name = "NAME")]
+    session: Option<String>,
+    /// An automatic session ends after this long without events.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    idle_gap: Duration,
+    /// Buffered records are written to Parquet at least this often.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    flush_interval: Duration,
+    /// ... or as soon as this many are buffered.
+    #[arg(long, value_name = "ROWS", default_value_t = 1_000_000)]
+    flush_rows: usize,
+    /// ... or as soon as they take this many bytes of memory (e.g. 64MiB).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    flush_bytes: usize,
+    /// Larger request bodies are refused with 413 (e.g. 64MiB).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    max_body: usize,
+    /// Body bytes that may wait for the write-ahead log; beyond that, 503 with Retry-After.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    max_queue: usize,
+    /// Objects larger than this many bytes are stored as a stub that keeps their metadata.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OBJECT_BYTES)]
+    max_object_bytes: usize,
+    /// Name the actor of matching requests: `REGEX=NAME`, matched against `username|user_agent`. Repeatable.
+    #[arg(long = "actor-rule", value_name = "REGEX=NAME")]
+    actor_rules: Vec<String>,
+    /// Allow a non-loopback listen address without TLS and authentication.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Parses `64MiB`, `512KiB`, `1G`, `100000`.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: usize = number.parse().map_err(|_| format!("{text:?} is not a size like 64MiB"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Runs the service until SIGINT or SIGTERM, then flushes and exits 0.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(session) = &args.session {
+        validate_session_name(session)?;
+    }
+    let actor_rules = args.actor_rules.iter().map(|r| ActorRule::parse(r)).collect::<Result<Vec<_>, _>>()?;
+    let idle_gap_us = i64::try_from(args.idle_gap.as_micros()).context("--idle-gap is too large")?;
+    if idle_gap_us <= 0 {
+        bail!("--idle-gap must be longer than zero");
+    }
+    if args.flush_interval.is_zero() {
+        bail!("--flush-interval must be longer than zero");
+    }
+    let mut config = ServeConfig::new(PathBuf::from(&args.data.data));
+    config.listen = args.listen;
+    config.normalize = NormalizeConfig { max_object_bytes: args.max_object_bytes, actor_rules };
+    config.session = args.session;
+    config.idle_gap_us = idle_gap_us;
+    config.flush.interval = args.flush_interval;
+    config.flush.max_rows = args.flush_rows.max(1);
+    config.flush.max_bytes = args.flush_bytes.max(1);
+    config.max_body = args.max_body;
+    config.max_queue_bytes = args.max_queue.max(args.max_body);
+    config.insecure = args.insecure;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async move {
+        let data = config.data.clone();
+        let server = Server::bind(config).await?;
+        let addr = server.local_addr()?;
+        println!("kubestep: listening on http://{addr}/audit, recording into {}", data.display());
+        tracing::info!(%addr, data = %data.display(), "listening");
+        server.run(shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Completes at the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the service");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+}

@@ -1,6 +1,8 @@
 //! A `kubestep serve` process for end-to-end tests: started on an ephemeral loopback port,
 //! killed when dropped.
 
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

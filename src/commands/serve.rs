@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use kubestep_ingest::actor::ActorRule;
 use kubestep_ingest::normalize::{DEFAULT_MAX_OBJECT_BYTES, NormalizeConfig};
+use kubestep_ingest::server::auth::TlsFiles;
 use kubestep_ingest::server::{ServeConfig, Server};
 use kubestep_schemas::session::validate_session_name;
 
@@ -48,6 +49,20 @@ pub struct ServeArgs {
     /// Name the actor of matching requests: `REGEX=NAME`, matched against `username|user_agent`. Repeatable.
     #[arg(long = "actor-rule", value_name = "REGEX=NAME")]
     actor_rules: Vec<String>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM), as the webhook kubeconfig's
+    /// client-certificate presents them. Needs --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Require `Authorization: Bearer <token>` with a token from this file (one per line), as the
+    /// webhook kubeconfig's `token` presents it. With --client-ca, either one is enough.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Allow a non-loopback listen address without TLS and authentication.
     #[arg(long)]
     insecure: bool,
@@ -93,39 +108,38 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.max_body = args.max_body;
     config.max_queue_bytes = args.max_queue.max(args.max_body);
     config.insecure = args.insecure;
+    config.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: args.client_ca }),
+        _ => None,
+    };
+    config.token_file = args.token_file;
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {
         let data = config.data.clone();
+        let shutdown = shutdown_signal()?;
         let server = Server::bind(config).await?;
         let addr = server.local_addr()?;
-        println!("kubestep: listening on http://{addr}/audit, recording into {}", data.display());
+        let scheme = if server.is_tls() { "https" } else { "http" };
+        println!("kubestep: listening on {scheme}://{addr}/audit, recording into {}", data.display());
         tracing::info!(%addr, data = %data.display(), "listening");
-        server.run(shutdown_signal()).await?;
+        server.run(shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
 
-/// Completes at the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the service");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+/// A future that completes at the first SIGINT or SIGTERM. The handlers are installed here, before
+/// the service announces its address, so a signal sent right after that is never fatal.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
 }
 
 #[cfg(test)]

@@ -20,10 +20,15 @@ pub struct TestServer {
 impl TestServer {
     /// Starts `kubestep serve -d DATA --listen 127.0.0.1:0 EXTRA...` and waits until it listens.
     pub fn start(data: &Path, extra: &[&str]) -> Self {
+        Self::start_with_listen(data, "127.0.0.1:0", extra)
+    }
+
+    /// Like [`start`](Self::start) on another listen address.
+    pub fn start_with_listen(data: &Path, listen: &str, extra: &[&str]) -> Self {
         let stderr_log = data.with_extension("stderr.log");
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&stderr_log).expect("stderr log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubestep"))
-            .args(["serve", "-d", &data.display().to_string(), "--listen", "127.0.0.1:0"])
+            .args(["serve", "-d", &data.display().to_string(), "--listen", listen])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -33,12 +38,13 @@ impl TestServer {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("reading the listen line");
-        let Some(addr) = line.split("http://").nth(1).and_then(|rest| rest.split('/').next()) else {
+        let url = line.split_whitespace().find(|w| w.starts_with("http://") || w.starts_with("https://"));
+        let Some(base) = url.and_then(|u| u.strip_suffix("/audit,")) else {
             let status = child.wait().ok();
             let log = std::fs::read_to_string(&stderr_log).unwrap_or_default();
             panic!("kubestep serve did not start ({status:?}): {line}\n{log}");
         };
-        TestServer { base: format!("http://{addr}"), child: Some(child), stderr_log }
+        TestServer { base: base.to_owned(), child: Some(child), stderr_log }
     }
 
     /// `POST path` with `body`; returns the status and the answer.

@@ -16,6 +16,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use super::auth::{Credentials, require_credentials};
 use super::metrics::{BatchOutcome, Metrics};
 use super::sessions::{ActiveSession, StartError};
 use super::storage::{AppendError, Storage};
@@ -47,15 +48,19 @@ pub(super) struct Shared {
     pub(super) shutting_down: AtomicBool,
 }
 
-/// The service's routes.
-pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
+/// The service's routes. Everything that stores or changes something is behind `credentials`;
+/// probes and metrics are not.
+pub fn router(state: AppState, credentials: Arc<Credentials>, metrics: Arc<Metrics>) -> axum::Router {
+    let protected = axum::Router::new()
         .route("/audit", post(post_audit))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/sessions", get(list_sessions).post(start_session))
         .route("/sessions/{name}/stop", post(stop_session))
+        .route_layer(axum::middleware::from_fn_with_state((credentials, metrics), require_credentials));
+    axum::Router::new()
+        .merge(protected)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(self::metrics))
         .with_state(state)
 }
 
@@ -129,6 +134,7 @@ async fn receive_batch(s: &Shared, headers: &HeaderMap, body: Body) -> (BatchOut
     match result {
         Ok(prepared_summary) => {
             s.metrics.ack.observe(received.elapsed());
+            s.metrics.events_received.fetch_add(prepared_summary.events, Relaxed);
             tracing::Span::current().record("records", prepared_summary.records);
             (BatchOutcome::Accepted, Json(prepared_summary).into_response())
         }

@@ -83,7 +83,7 @@ pub struct Metrics {
     batches: [AtomicU64; 5],
     /// Request body bytes received on `POST /audit`.
     pub bytes_received: AtomicU64,
-    /// Events decoded from accepted batches, at every stage.
+    /// Events in acknowledged batches, at every stage (counted at the acknowledgement).
     pub events_received: AtomicU64,
     /// Records written to Parquet files.
     pub events_stored: AtomicU64,

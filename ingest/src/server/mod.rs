@@ -6,6 +6,7 @@
 //! rows and bytes, deleting WAL segments once their records are in Parquet. At start-up the WAL is
 //! replayed first, so every acknowledged event ends up stored exactly once.
 
+pub mod auth;
 pub mod http;
 pub mod metrics;
 pub mod sessions;
@@ -51,6 +52,10 @@ pub struct ServeConfig {
     pub max_queue_bytes: usize,
     /// Listen on a non-loopback address without TLS and authentication.
     pub insecure: bool,
+    /// Serve HTTPS with these files.
+    pub tls: Option<auth::TlsFiles>,
+    /// Require a bearer token from this file (one per line).
+    pub token_file: Option<PathBuf>,
     /// Name of this writer in file names; random when `None`.
     pub writer_id: Option<String>,
 }
@@ -68,6 +73,8 @@ impl ServeConfig {
             max_body: 64 << 20,
             max_queue_bytes: 256 << 20,
             insecure: false,
+            tls: None,
+            token_file: None,
             writer_id: None,
         }
     }
@@ -95,6 +102,8 @@ pub enum ServeError {
 /// A service that has recovered its WAL and is bound to its address, ready to run.
 pub struct Server {
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    credentials: Arc<auth::Credentials>,
     state: http::AppState,
 }
 
@@ -117,10 +126,25 @@ impl Server {
     /// Recovers the recording at `config.data` (removes temporary files of interrupted writes,
     /// replays the WAL into Parquet) and binds the listen address.
     pub async fn bind(config: ServeConfig) -> Result<Self, ServeError> {
-        if !config.listen.ip().is_loopback() && !config.insecure {
+        let tokens = match &config.token_file {
+            Some(path) => auth::read_tokens(path).map_err(|e| ServeError::Config(e.to_string()))?,
+            None => Vec::new(),
+        };
+        let client_certs = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let credentials = Arc::new(auth::Credentials { tokens, client_certs });
+        let tls = match &config.tls {
+            Some(files) => Some(
+                auth::server_config(files, !credentials.tokens.is_empty())
+                    .map_err(|e| ServeError::Config(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let protected = tls.is_some() && credentials.required();
+        if !config.listen.ip().is_loopback() && !protected && !config.insecure {
             return Err(ServeError::Config(format!(
-                "refusing to listen on {} without TLS and authentication; listen on a loopback address, \
-                 or pass --insecure if something else protects this port",
+                "refusing to listen on {} without TLS and authentication (--tls-cert/--tls-key with \
+                 --client-ca or --token-file); listen on a loopback address, or pass --insecure if \
+                 something else protects this port",
                 config.listen
             )));
         }
@@ -151,7 +175,12 @@ impl Server {
                 shutting_down: AtomicBool::new(false),
             }),
         };
-        Ok(Self { listener, state })
+        Ok(Self { listener, tls, credentials, state })
+    }
+
+    /// Whether the service speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The address actually bound (useful with port 0).
@@ -163,12 +192,22 @@ impl Server {
     /// flushes every buffered record and removes the WAL.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let state = self.state.clone();
-        let router = http::router(self.state);
-        let serve = axum::serve(self.listener, router).with_graceful_shutdown(async move {
+        let metrics = state.inner.metrics.clone();
+        let router = http::router(self.state, self.credentials, metrics);
+        let app = router.into_make_service_with_connect_info::<auth::Peer>();
+        let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing requests in flight, then flushing");
-        });
-        let served = serve.await.map_err(|e| ServeError::Storage(format!("serving: {e}")));
+        };
+        let served = match self.tls {
+            Some(config) => {
+                let listener = auth::TlsListener::new(self.listener, config)
+                    .map_err(|e| ServeError::Storage(format!("starting TLS: {e}")))?;
+                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+            }
+            None => axum::serve(auth::PlainListener(self.listener), app).with_graceful_shutdown(shutdown).await,
+        };
+        let served = served.map_err(|e| ServeError::Storage(format!("serving: {e}")));
         state.inner.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
         let flushed = state.inner.storage.shutdown().await.map_err(ServeError::Storage);
         served?;

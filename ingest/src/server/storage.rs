@@ -401,7 +401,6 @@ impl WriterLoop {
     fn publish(&self) {
         let stats = self.ingestor.stats();
         let m = &self.metrics;
-        m.events_received.store(stats.events_read, Relaxed);
         m.events_stored.store(stats.records_stored, Relaxed);
         m.events_rejected.store(stats.rejected, Relaxed);
         m.events_deduplicated.store(stats.duplicates, Relaxed);

@@ -1,0 +1,284 @@
+//! Who may talk to the service: TLS (rustls), client certificates and bearer tokens, exactly what
+//! the API server's webhook kubeconfig can present (`client-certificate`/`client-key`, `token` or
+//! `tokenFile`).
+//!
+//! Client certificates are checked by rustls during the handshake. When tokens are configured too,
+//! a certificate is optional at the handshake and the request must then carry a valid token; when
+//! only a client CA is configured, a connection without a valid certificate never gets past the
+//! handshake. Probes (`/healthz`, `/readyz`) and `/metrics` stay open; everything that stores or
+//! changes something requires credentials.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::serve::{IncomingStream, Listener};
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ServerConfig, WebPkiClientVerifier};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use super::metrics::{BatchOutcome, Metrics};
+
+/// A TLS handshake that takes longer than this is abandoned (slow or idle clients).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Completed handshakes waiting for the HTTP server to pick them up.
+const ACCEPT_QUEUE: usize = 128;
+
+/// Paths of the TLS material.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Server certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Server private key (PEM).
+    pub key: PathBuf,
+    /// CA bundle that client certificates must chain to (PEM), if clients authenticate that way.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Why the security settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {path}: {reason}")]
+pub struct AuthSetupError {
+    what: &'static str,
+    path: PathBuf,
+    reason: String,
+}
+
+fn setup_err<'p>(what: &'static str, path: &'p Path) -> impl FnOnce(String) -> AuthSetupError + 'p {
+    move |reason| AuthSetupError { what, path: path.to_owned(), reason }
+}
+
+/// The rustls configuration for `files`; `tokens_too` makes the client certificate optional.
+pub fn server_config(files: &TlsFiles, tokens_too: bool) -> Result<Arc<ServerConfig>, AuthSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = read_certs(&files.cert, "reading the certificate")?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| setup_err("reading the private key", &files.key)(e.to_string()))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| setup_err("configuring TLS for", &files.cert)(e.to_string()))?;
+    let builder = match &files.client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in read_certs(ca, "reading the client CA")? {
+                roots.add(cert).map_err(|e| setup_err("loading the client CA", ca)(e.to_string()))?;
+            }
+            let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if tokens_too {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|e| setup_err("loading the client CA", ca)(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| setup_err("using the certificate and key", &files.cert)(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, AuthSetupError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| setup_err(what, path)(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| setup_err(what, path)(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(setup_err(what, path)("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
+/// Reads a token file: one token per line; blank lines and `#` comments are ignored.
+pub fn read_tokens(path: &Path) -> Result<Vec<String>, AuthSetupError> {
+    let text = fs::read_to_string(path).map_err(|e| setup_err("reading the token file", path)(e.to_string()))?;
+    let tokens: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+    if tokens.is_empty() {
+        return Err(setup_err("reading the token file", path)("it holds no token".into()));
+    }
+    Ok(tokens)
+}
+
+/// The peer of a connection, as handlers see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    /// Remote address.
+    pub addr: SocketAddr,
+    /// Whether it presented a client certificate that rustls verified against the client CA.
+    pub verified_client_cert: bool,
+}
+
+/// What a request must present.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    /// Accepted bearer tokens.
+    pub tokens: Vec<String>,
+    /// Whether a verified client certificate is enough.
+    pub client_certs: bool,
+}
+
+impl Credentials {
+    /// Whether anything is required at all.
+    pub fn required(&self) -> bool {
+        self.client_certs || !self.tokens.is_empty()
+    }
+
+    fn admits(&self, peer: &Peer, authorization: Option<&HeaderValue>) -> bool {
+        if !self.required() || (self.client_certs && peer.verified_client_cert) {
+            return true;
+        }
+        let Some(token) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        // Every token is compared in full, so timing says nothing about which one nearly matched.
+        self.tokens.iter().fold(false, |found, t| constant_time_eq(t.as_bytes(), token.trim().as_bytes()) | found)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Middleware: answers 401 to requests without valid credentials.
+pub async fn require_credentials(
+    State((credentials, metrics)): State<(Arc<Credentials>, Arc<Metrics>)>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if credentials.admits(&peer, request.headers().get(header::AUTHORIZATION)) {
+        return next.run(request).await;
+    }
+    if request.uri().path() == "/audit" {
+        metrics.batch(BatchOutcome::Unauthorized);
+    }
+    tracing::warn!(peer = %peer.addr, path = %request.uri().path(), "refused a request without valid credentials");
+    let body = axum::Json(serde_json::json!({
+        "error": "authentication required: a client certificate signed by the configured CA, or a bearer token"
+    }));
+    let mut response = (StatusCode::UNAUTHORIZED, body).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Plain TCP; no client certificates.
+pub struct PlainListener(pub TcpListener);
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (io, addr) = Listener::accept(&mut self.0).await;
+        (io, Peer { addr, verified_client_cert: false })
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Peer { addr: self.0.local_addr()?, verified_client_cert: false })
+    }
+}
+
+impl Connected<IncomingStream<'_, PlainListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
+        *stream.remote_addr()
+    }
+}
+
+/// TLS over TCP. Handshakes run in their own tasks with a timeout, so a slow client holds up
+/// nobody else.
+pub struct TlsListener {
+    local: SocketAddr,
+    accepted: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
+}
+
+impl TlsListener {
+    /// Starts accepting on `tcp` with `config`.
+    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, accepted) = mpsc::channel(ACCEPT_QUEUE);
+        let acceptor = TlsAcceptor::from(config);
+        let mut tcp = tcp;
+        tokio::spawn(async move {
+            loop {
+                let (stream, addr) = Listener::accept(&mut tcp).await;
+                if tx.is_closed() {
+                    return;
+                }
+                let acceptor = acceptor.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let verified_client_cert =
+                                tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                            let _ = tx.send((tls, Peer { addr, verified_client_cert })).await;
+                        }
+                        Ok(Err(e)) => tracing::info!(peer = %addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::info!(peer = %addr, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { local, accepted })
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = Peer;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accept loop only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(Peer { addr: self.local, verified_client_cert: false })
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        *stream.remote_addr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_must_match_exactly() {
+        let credentials = Credentials { tokens: vec!["s3cret".into(), "other".into()], client_certs: false };
+        let peer = Peer { addr: SocketAddr::from(([127, 0, 0, 1], 1)), verified_client_cert: false };
+        let header = |v: &str| HeaderValue::from_str(v).unwrap();
+        assert!(credentials.admits(&peer, Some(&header("Bearer s3cret"))));
+        assert!(credentials.admits(&peer, Some(&header("Bearer other"))));
+        assert!(!credentials.admits(&peer, Some(&header("Bearer s3cre"))));
+        assert!(!credentials.admits(&peer, Some(&header("s3cret"))));
+        assert!(!credentials.admits(&peer, None));
+        let cert_peer = Peer { verified_client_cert: true, ..peer };
+        assert!(!credentials.admits(&cert_peer, None), "certificates were not enabled");
+        assert!(Credentials::default().admits(&peer, None), "nothing required");
+    }
+}

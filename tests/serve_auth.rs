@@ -1,0 +1,228 @@
+//! Who may store events: TLS with client certificates and bearer tokens, as the API server's
+//! webhook kubeconfig presents them. Certificates are generated here, per test.
+
+mod common;
+#[path = "common/server.rs"]
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use server::*;
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+
+/// A CA that signs server and client certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    pem: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        Ca { pem: cert.pem(), cert, key }
+    }
+
+    /// A leaf certificate and its key, as PEM.
+    fn sign(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A client trusting `ca`, presenting `client` (cert, key) if given.
+fn tls_agent(ca: &Ca, client: Option<&(String, String)>) -> ureq::Agent {
+    let root = Certificate::from_pem(ca.pem.as_bytes()).unwrap();
+    let mut tls = TlsConfig::builder().root_certs(RootCerts::new_with_certs(&[root]));
+    if let Some((cert, key)) = client {
+        let cert = Certificate::from_pem(cert.as_bytes()).unwrap();
+        let key = PrivateKey::from_pem(key.as_bytes()).unwrap();
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
+    }
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .tls_config(tls.build())
+        .build()
+        .into()
+}
+
+/// Posts a batch of `n` events named `prefix-*`; the status, or 0 when the connection failed.
+fn post_batch(agent: &ureq::Agent, base: &str, prefix: &str, token: Option<&str>) -> u16 {
+    let body = event_list(&(0..3).map(|n| synthetic_event(&format!("{prefix}-{n}"), n)).collect::<Vec<_>>());
+    let mut request = agent.post(format!("{base}/audit"));
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    match request.send(&body[..]) {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: Ca,
+    other_ca: Ca,
+    client: (String, String),
+    stranger: (String, String),
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_ca: PathBuf,
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("kubestep test CA");
+    let other_ca = Ca::new("somebody else's CA");
+    let (cert, key) = ca.sign(&["localhost", "127.0.0.1"]);
+    let server_cert = write(dir.path(), "server.crt", &cert);
+    let server_key = write(dir.path(), "server.key", &key);
+    let client_ca = write(dir.path(), "ca.crt", &ca.pem);
+    let client = ca.sign(&["kube-apiserver"]);
+    let stranger = other_ca.sign(&["kube-apiserver"]);
+    Pki { dir, ca, other_ca, client, stranger, server_cert, server_key, client_ca }
+}
+
+#[test]
+fn client_certificates_from_the_ca_are_required() {
+    let pki = pki();
+    let data = pki.dir.path().join("data");
+    let s = |p: &PathBuf| p.display().to_string();
+    let mut server = TestServer::start(
+        &data,
+        &["--tls-cert", &s(&pki.server_cert), "--tls-key", &s(&pki.server_key), "--client-ca", &s(&pki.client_ca)],
+    );
+    assert!(server.base.starts_with("https://"), "{}", server.base);
+    assert_eq!(post_batch(&tls_agent(&pki.ca, Some(&pki.client)), &server.base, "good", None), 200);
+    assert_eq!(post_batch(&tls_agent(&pki.ca, None), &server.base, "nocert", None), 0, "handshake must fail");
+    assert_eq!(post_batch(&tls_agent(&pki.ca, Some(&pki.stranger)), &server.base, "wrongca", None), 0);
+    // A client that does not trust the server's CA does not talk to it either.
+    assert_eq!(post_batch(&tls_agent(&pki.other_ca, Some(&pki.client)), &server.base, "untrusting", None), 0);
+    // Plain HTTP to the TLS port stores nothing.
+    assert_eq!(post(&format!("{}/audit", server.base.replace("https://", "http://")), b"{}").0, 0);
+
+    // The session client speaks TLS with a client certificate too.
+    let client_cert = write(pki.dir.path(), "client.crt", &pki.client.0);
+    let client_key = write(pki.dir.path(), "client.key", &pki.client.1);
+    let listed = kubestep(
+        &[
+            "session",
+            "list",
+            "--server",
+            &server.base,
+            "--ca-cert",
+            &s(&pki.client_ca),
+            "--client-cert",
+            &s(&client_cert),
+            "--client-key",
+            &s(&client_key),
+        ],
+        None,
+    );
+    assert!(listed.status.success(), "{:?}", text(&listed));
+
+    assert_eq!(server.terminate(), Some(0));
+    let ids = rows(&data, "SELECT DISTINCT split_part(audit_id, '-', 1) FROM operations");
+    assert_eq!(ids, vec![vec!["good".to_string()]]);
+}
+
+#[test]
+fn with_tokens_too_either_credential_is_enough() {
+    let pki = pki();
+    let data = pki.dir.path().join("data");
+    let tokens = write(pki.dir.path(), "tokens", "# webhook tokens\nsecret-token-1\n\nsecret-token-2\n");
+    let s = |p: &PathBuf| p.display().to_string();
+    let mut server = TestServer::start(
+        &data,
+        &[
+            "--tls-cert",
+            &s(&pki.server_cert),
+            "--tls-key",
+            &s(&pki.server_key),
+            "--client-ca",
+            &s(&pki.client_ca),
+            "--token-file",
+            &s(&tokens),
+        ],
+    );
+    let anonymous = tls_agent(&pki.ca, None);
+    assert_eq!(post_batch(&tls_agent(&pki.ca, Some(&pki.client)), &server.base, "cert", None), 200);
+    assert_eq!(post_batch(&anonymous, &server.base, "token", Some("secret-token-2")), 200);
+    assert_eq!(post_batch(&anonymous, &server.base, "wrongtoken", Some("secret-token-3")), 401);
+    assert_eq!(post_batch(&anonymous, &server.base, "notoken", None), 401);
+    // A certificate from another CA is refused at the handshake even though tokens are accepted.
+    assert_eq!(post_batch(&tls_agent(&pki.ca, Some(&pki.stranger)), &server.base, "wrongca", Some("x")), 0);
+    let (status, metrics) = {
+        let mut r = anonymous.get(format!("{}/metrics", server.base)).call().unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    assert_eq!(status, 200, "probes and metrics stay open");
+    assert!(metrics.contains("kubestep_batches_total{outcome=\"unauthorized\"} 2"), "{metrics}");
+    assert_eq!(server.terminate(), Some(0));
+    let mut ids: Vec<String> = rows(&data, "SELECT DISTINCT split_part(audit_id, '-', 1) FROM operations")
+        .into_iter()
+        .map(|r| r[0].clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["cert", "token"]);
+}
+
+#[test]
+fn tokens_alone_guard_plain_http_on_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = write(tmp.path(), "tokens", "t0ken\n");
+    let data = tmp.path().join("data");
+    let server = TestServer::start(&data, &["--token-file", &tokens.display().to_string()]);
+    let body = event_list(&[synthetic_event("x-1", 1)]);
+    assert_eq!(server.post("/audit", &body).0, 401);
+    assert_eq!(server.post("/sessions", br#"{"name":"s"}"#).0, 401);
+    let started = kubestep(
+        &["session", "start", "s", "--server", &server.base, "--token-file", &tokens.display().to_string()],
+        None,
+    );
+    assert!(started.status.success(), "{:?}", text(&started));
+    assert_eq!(server.get("/healthz").0, 200);
+}
+
+#[test]
+fn a_public_address_is_allowed_with_tls_and_authentication() {
+    let pki = pki();
+    let s = |p: &PathBuf| p.display().to_string();
+    let output = kubestep(
+        &[
+            "serve",
+            "-d",
+            &s(&pki.dir.path().join("d")),
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            &s(&pki.server_cert),
+            "--tls-key",
+            &s(&pki.server_key),
+        ],
+        None,
+    );
+    assert_eq!(output.status.code(), Some(1), "TLS without authentication is not enough");
+    let mut server = TestServer::start_with_listen(
+        &pki.dir.path().join("data"),
+        "0.0.0.0:0",
+        &["--tls-cert", &s(&pki.server_cert), "--tls-key", &s(&pki.server_key), "--client-ca", &s(&pki.client_ca)],
+    );
+    assert_eq!(server.terminate(), Some(0));
+}

@@ -49,6 +49,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// Start, stop or list named sessions on a running `kubestep serve`.
     Session(commands::session::SessionArgs),
+    /// Merge a session's small files into large ones; queries running meanwhile are not disturbed.
+    Compact(commands::compact::CompactArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Sql(args) => commands::sql::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Session(args) => commands::session::run(args),
+        Command::Compact(args) => commands::compact::run(args),
     };
     match result {
         Ok(code) => code,

@@ -13,10 +13,12 @@
 //! - [`prepare`]: decode + normalize of one input into an Arrow batch, on any thread;
 //! - [`pipeline`]: the [`Ingestor`] that runs all of the above and commits prepared batches;
 //! - [`import`]: reading files, gzip and standard input;
+//! - [`compact`]: merging a session's small files into large ones, atomically for readers;
 //! - [`wal`]: the write-ahead log that makes an acknowledged webhook batch durable;
 //! - [`server`]: the webhook service (`kubestep serve`) over all of the above.
 
 pub mod actor;
+pub mod compact;
 pub mod decode;
 pub mod dedup;
 pub mod import;

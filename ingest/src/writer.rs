@@ -101,6 +101,12 @@ impl ParquetWriter {
     /// Writes `batches` as one new file of the partition, rows sorted by `(received_at, audit_id)`.
     pub fn write(&mut self, session_id: &str, date: &str, batches: &[RecordBatch]) -> Result<WrittenFile, WriteError> {
         let dir = self.layout.partition_dir(session_id, date);
+        self.write_into(&dir, batches)
+    }
+
+    /// Writes `batches` as one new sorted file in `dir` (created if missing), made visible atomically.
+    pub fn write_into(&mut self, dir: &Path, batches: &[RecordBatch]) -> Result<WrittenFile, WriteError> {
+        let dir = dir.to_owned();
         create_dir_durably(&dir)?;
         let order = sorted_order(batches)?;
         let (tmp, path) = loop {

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
@@ -33,6 +34,34 @@ pub enum QueryError {
     /// DataFusion failed.
     #[error(transparent)]
     DataFusion(#[from] DataFusionError),
+}
+
+/// How many times a query is started again after a file it planned to read vanished.
+const MAX_REPLANS: usize = 5;
+
+/// Runs `sql` to completion.
+///
+/// `kubestep compact` swaps a partition's small files for their merge while queries run. A query
+/// that listed the old files and then finds one gone is planned again from a fresh listing, which
+/// sees the new files: the answer comes from either the old set or the new one, never a mix.
+pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    let mut attempt = 0;
+    loop {
+        let result = async { ctx.sql(sql).await?.collect().await }.await;
+        match result {
+            Err(e) if attempt < MAX_REPLANS && is_vanished_file(&e) => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "a file vanished during the query (compaction); planning again");
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Whether an error says that a listed file no longer exists.
+fn is_vanished_file(e: &DataFusionError) -> bool {
+    let text = e.to_string();
+    text.contains("No such file or directory") || text.contains("NotFound") || text.contains("not found: ")
 }
 
 /// Opens the recording at `root` as a [`SessionContext`] with the `operations` table registered.

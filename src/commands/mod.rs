@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod compact;
 pub mod import;
 pub mod serve;
 pub mod session;

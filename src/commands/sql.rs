@@ -21,8 +21,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let ctx = kubestep_query::open_recording(&args.data.data).await?;
-        let frame = ctx.sql(&args.query).await?;
-        let batches = frame.collect().await?;
+        let batches = kubestep_query::run_sql(&ctx, &args.query).await?;
         println!("{}", pretty_format_batches(&batches)?);
         Ok(ExitCode::SUCCESS)
     })

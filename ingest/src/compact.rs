@@ -1,0 +1,292 @@
+//! Compaction: merging the many small files a long-running service writes (one per flush) into
+//! few large ones, without a reader ever seeing both the small files and their merge, or neither.
+//!
+//! A partition directory `operations/session_id=S/date=D/` is compacted as a whole:
+//!
+//! 1. its small files are merged (sorted, as every file is) into new files in a staging directory
+//!    `DATA/compact/<id>/`, outside `operations/` so no reader's glob ever matches it, next to hard
+//!    links of the files that are not being merged;
+//! 2. the staging directory and the partition directory are swapped with one
+//!    `renameat2(RENAME_EXCHANGE)`: a directory listing sees the old set of files or the new one;
+//! 3. a file the ingest service wrote into the old directory meanwhile is moved across, and the
+//!    old directory (now the staging path) is deleted.
+//!
+//! A query that listed the old files before the swap and opens one after it finds it gone; the
+//! query layer re-plans such a query. Two compactions never run at once (a lock file).
+
+use std::collections::HashSet;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use kubestep_schemas::schema::columns;
+
+use crate::layout::Layout;
+use crate::writer::{ParquetWriter, WriteError, create_dir_durably, fsync_dir};
+
+/// Files with fewer rows than this are merged (`--target-rows`): a million operations make a file
+/// of a few hundred MB, large enough for any scan and small enough to sort in memory.
+pub const DEFAULT_TARGET_ROWS: usize = 1_000_000;
+
+/// Why compaction stopped. Partitions compacted before the failure stay compacted; the one being
+/// compacted is untouched unless the swap happened.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    /// A filesystem operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file could not be read.
+    #[error("reading {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Writing the merged file failed.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// Another compaction holds the lock.
+    #[error("another `kubestep compact` is running on {0}")]
+    Busy(PathBuf),
+    /// The session does not exist.
+    #[error("no session {session:?} in {root}")]
+    NoSession {
+        /// The session asked for.
+        session: String,
+        /// The recording.
+        root: PathBuf,
+    },
+}
+
+fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> CompactError + 'p {
+    move |source| CompactError::Io { action, path: path.to_owned(), source }
+}
+
+/// What compacting one partition did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionCompaction {
+    /// The session.
+    pub session: String,
+    /// The date partition.
+    pub date: String,
+    /// Files merged away.
+    pub files_merged: usize,
+    /// Files written in their place.
+    pub files_written: usize,
+    /// Rows in the merged files.
+    pub rows: usize,
+}
+
+/// Compacts every partition of `session` (or of every session) in the recording at `root`.
+pub fn compact(
+    root: &Path,
+    session: Option<&str>,
+    target_rows: usize,
+) -> Result<Vec<PartitionCompaction>, CompactError> {
+    let layout = Layout::new(root);
+    let sessions = layout.stored_sessions();
+    if let Some(wanted) = session
+        && !sessions.iter().any(|s| s == wanted)
+    {
+        return Err(CompactError::NoSession { session: wanted.to_owned(), root: root.to_owned() });
+    }
+    let staging_root = root.join("compact");
+    create_dir_durably(&staging_root)?;
+    let lock_path = staging_root.join("lock");
+    let lock = File::create(&lock_path).map_err(io_err("creating", &lock_path))?;
+    if lock.try_lock().is_err() {
+        return Err(CompactError::Busy(root.to_owned()));
+    }
+    remove_stale_staging(&staging_root)?;
+    let writer_id = format!("c{}", crate::random_writer_id());
+    let mut writer = ParquetWriter::new(layout.clone(), writer_id);
+    let mut done = Vec::new();
+    for name in sessions.iter().filter(|s| session.is_none_or(|w| w == s.as_str())) {
+        let session_dir = layout.operations_dir().join(format!("{}={name}", columns::SESSION_ID));
+        let mut dates: Vec<String> = fs::read_dir(&session_dir)
+            .map_err(io_err("listing", &session_dir))?
+            .flatten()
+            .filter_map(|d| d.file_name().to_str()?.strip_prefix(&format!("{}=", columns::DATE)).map(str::to_owned))
+            .collect();
+        dates.sort();
+        for date in dates {
+            let dir = layout.partition_dir(name, &date);
+            if let Some((merged, written, rows)) = compact_partition(&dir, &staging_root, &mut writer, target_rows)? {
+                done.push(PartitionCompaction {
+                    session: name.clone(),
+                    date,
+                    files_merged: merged,
+                    files_written: written,
+                    rows,
+                });
+            }
+        }
+    }
+    drop(lock);
+    Ok(done)
+}
+
+/// Staging directories left by an interrupted compaction hold either a merge that never became
+/// visible or files that were already replaced: both are garbage.
+fn remove_stale_staging(staging_root: &Path) -> Result<(), CompactError> {
+    for entry in fs::read_dir(staging_root).map_err(io_err("listing", staging_root))?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            tracing::warn!(path = %path.display(), "removing the staging directory of an interrupted compaction");
+            fs::remove_dir_all(&path).map_err(io_err("removing", &path))?;
+        }
+    }
+    Ok(())
+}
+
+/// The visible Parquet files of a partition directory, sorted by name.
+fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, CompactError> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io_err("listing", dir))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "parquet")
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn row_count(path: &Path) -> Result<usize, CompactError> {
+    let err = |reason: String| CompactError::Read { path: path.to_owned(), reason };
+    let file = File::open(path).map_err(|e| err(e.to_string()))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| err(e.to_string()))?;
+    Ok(reader.metadata().file_metadata().num_rows().max(0) as usize)
+}
+
+fn read_all(path: &Path) -> Result<Vec<RecordBatch>, CompactError> {
+    let err = |reason: String| CompactError::Read { path: path.to_owned(), reason };
+    let file = File::open(path).map_err(|e| err(e.to_string()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(8192).build())
+        .map_err(|e| err(e.to_string()))?;
+    reader.map(|b| b.map_err(|e| err(e.to_string()))).collect()
+}
+
+/// Compacts one partition; `None` when there was nothing to merge.
+fn compact_partition(
+    dir: &Path,
+    staging_root: &Path,
+    writer: &mut ParquetWriter,
+    target_rows: usize,
+) -> Result<Option<(usize, usize, usize)>, CompactError> {
+    let files = parquet_files(dir)?;
+    let mut small = Vec::new();
+    for file in &files {
+        let rows = row_count(file)?;
+        if rows < target_rows {
+            small.push((file.clone(), rows));
+        }
+    }
+    // Greedy groups of consecutive small files, each group one output file.
+    let mut groups: Vec<Vec<(PathBuf, usize)>> = Vec::new();
+    let mut rows_in_group = 0;
+    for (file, rows) in small {
+        match groups.last_mut() {
+            Some(group) if rows_in_group + rows <= target_rows => group.push((file, rows)),
+            _ => {
+                groups.push(vec![(file, rows)]);
+                rows_in_group = 0;
+            }
+        }
+        rows_in_group += rows;
+    }
+    groups.retain(|g| g.len() > 1);
+    if groups.is_empty() {
+        return Ok(None);
+    }
+
+    let staging = staging_root.join(format!("{}-{}", writer_tag(dir), crate::random_writer_id()));
+    create_dir_durably(&staging)?;
+    let inputs: HashSet<PathBuf> = groups.iter().flatten().map(|(p, _)| p.clone()).collect();
+    let mut merged_rows = 0;
+    for group in &groups {
+        let mut batches = Vec::new();
+        for (file, _) in group {
+            batches.extend(read_all(file)?);
+        }
+        let written = writer.write_into(&staging, &batches)?;
+        merged_rows += written.rows;
+    }
+    for file in files.iter().filter(|f| !inputs.contains(*f)) {
+        let Some(name) = file.file_name() else { continue };
+        let link = staging.join(name);
+        fs::hard_link(file, &link).map_err(io_err("linking", &link))?;
+    }
+    fsync_dir(&staging)?;
+
+    exchange(dir, &staging)?;
+    fsync_dir(dir.parent().unwrap_or(dir))?;
+    fsync_dir(staging_root)?;
+
+    // `staging` now holds the old directory: carry over what was written there meanwhile.
+    let now_visible: HashSet<_> =
+        parquet_files(dir)?.iter().filter_map(|p| p.file_name().map(|n| n.to_owned())).collect();
+    for file in parquet_files(&staging)? {
+        let Some(name) = file.file_name() else { continue };
+        if !inputs.contains(&dir.join(name)) && !now_visible.contains(name) {
+            let target = dir.join(name);
+            fs::rename(&file, &target).map_err(io_err("moving a file written during compaction to", &target))?;
+            tracing::info!(path = %target.display(), "kept a file written during compaction");
+        }
+    }
+    fsync_dir(dir)?;
+    fs::remove_dir_all(&staging).map_err(io_err("removing", &staging))?;
+    Ok(Some((inputs.len(), groups.len(), merged_rows)))
+}
+
+/// A readable prefix for a staging directory: `<session>_<date>`.
+fn writer_tag(dir: &Path) -> String {
+    let part = |p: Option<&Path>| {
+        p.and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split_once('='))
+            .map(|(_, v)| v.to_owned())
+    };
+    format!("{}_{}", part(dir.parent()).unwrap_or_default(), part(Some(dir)).unwrap_or_default())
+}
+
+/// Swaps two directories atomically.
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> Result<(), CompactError> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| io_err("swapping", p)(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call.
+    let rc =
+        unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc != 0 {
+        return Err(io_err("swapping in the compacted directory", a)(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Swaps two directories atomically: only Linux has the system call this needs.
+#[cfg(not(target_os = "linux"))]
+fn exchange(a: &Path, _b: &Path) -> Result<(), CompactError> {
+    Err(io_err("swapping", a)(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "atomic directory exchange (renameat2) is only available on Linux",
+    )))
+}

@@ -39,11 +39,38 @@ struct DataDir {
     data: PathBuf,
 }
 
+/// Output of the reporting commands.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    /// For people.
+    Text,
+    /// For programs.
+    Json,
+}
+
+/// Runs `future` on a multi-threaded runtime (DataFusion parallelizes scans across it).
+fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(future)
+}
+
+/// Opens the recording for reading (never creates anything).
+async fn open(data: &DataDir) -> anyhow::Result<datafusion::prelude::SessionContext> {
+    Ok(kubestep_query::open_recording(&data.data).await?)
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Import audit log files (JSON lines, EventList, arrays, pretty JSON, gzip, Azure wrappers; `-` for stdin).
     Import(commands::import::ImportArgs),
-    /// Run SQL over the recording (table `operations`).
+    /// Every session: first and last time, operations, writes, actors, errors.
+    Sessions(commands::sessions::SessionsArgs),
+    /// A session step by step, in order (`-i` to step interactively).
+    Replay(commands::replay::ReplayArgs),
+    /// Slow operations, errors and loops of a session.
+    Analyze(commands::analyze::AnalyzeArgs),
+    /// Run SQL over the recording (tables `operations`, `indexed_operations`, `writes`, `object_versions`).
     Sql(commands::sql::SqlArgs),
     /// Run the audit webhook backend: accept the API server's event batches and record them.
     Serve(commands::serve::ServeArgs),
@@ -59,7 +86,8 @@ fn main() -> ExitCode {
     let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KUBESTEP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
@@ -67,6 +95,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Import(args) => commands::import::run(args),
         Command::Sql(args) => commands::sql::run(args),
+        Command::Sessions(args) => commands::sessions::run(args),
+        Command::Replay(args) => commands::replay::run(args),
+        Command::Analyze(args) => commands::analyze::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Session(args) => commands::session::run(args),
         Command::Compact(args) => commands::compact::run(args),

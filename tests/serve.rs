@@ -238,3 +238,32 @@ fn a_public_address_without_protection_is_refused() {
     assert!(text(&output).1.contains("--insecure"), "{:?}", text(&output));
     assert!(!tmp.path().join("d").exists(), "nothing is created when refusing to start");
 }
+
+#[test]
+fn a_torn_wal_tail_and_a_half_written_file_are_repaired_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let wal_dir = data.join("wal");
+    let body = event_list(&(0..4).map(|n| synthetic_event(&format!("torn-{n}"), n)).collect::<Vec<_>>());
+    {
+        let mut wal = kubestep_ingest::wal::Wal::create(&wal_dir).unwrap();
+        wal.append_group([(None, &body[..])]).unwrap();
+        wal.append_group([(None, &body[..body.len() / 2])]).unwrap();
+    }
+    // Tear the second entry in half, as a crash in the middle of a write would.
+    let segment = all_files(&wal_dir).into_iter().find(|p| p.extension().is_some_and(|e| e == "wal")).unwrap();
+    let len = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(len - 100).unwrap();
+    let partition = data.join("operations/session_id=old/date=2024-05-01");
+    std::fs::create_dir_all(&partition).unwrap();
+    std::fs::write(partition.join(".abc-000001.parquet.tmp"), b"PAR1 half a file").unwrap();
+
+    let mut server = TestServer::start(&data, &[]);
+    let log = server.log();
+    assert!(log.contains("write-ahead log repaired"), "{log}");
+    assert!(log.contains("torn entry"), "{log}");
+    assert!(log.contains("removed the temporary file of an interrupted Parquet write"), "{log}");
+    assert!(!partition.join(".abc-000001.parquet.tmp").exists());
+    assert_eq!(server.terminate(), Some(0));
+    assert_eq!(count(&data, "SELECT count(*) FROM operations WHERE audit_id LIKE 'torn-%'"), 4);
+}

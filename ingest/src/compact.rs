@@ -11,6 +11,10 @@
 //! 3. a file the ingest service wrote into the old directory meanwhile is moved across, and the
 //!    old directory (now the staging path) is deleted.
 //!
+//! A manifest (`DATA/compact/<id>.manifest`: the partition and the merged inputs) is made durable
+//! before the swap, so that the next run can finish an interrupted one: after the swap, every file
+//! in the staging directory that is not an input goes back to the partition.
+//!
 //! A query that listed the old files before the swap and opens one after it finds it gone; the
 //! query layer re-plans such a query. Two compactions never run at once (a lock file).
 
@@ -136,16 +140,63 @@ pub fn compact(
     Ok(done)
 }
 
-/// Staging directories left by an interrupted compaction hold either a merge that never became
-/// visible or files that were already replaced: both are garbage.
+/// Cleans up after an interrupted compaction. Its staging directory holds either a merge that
+/// never became visible (before the swap: garbage), or the old partition directory (after the swap:
+/// the merged inputs, which are garbage, and possibly files the ingest service wrote meanwhile,
+/// which are not). The manifest written before the swap tells the two apart and names the inputs.
 fn remove_stale_staging(staging_root: &Path) -> Result<(), CompactError> {
     for entry in fs::read_dir(staging_root).map_err(io_err("listing", staging_root))?.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            tracing::warn!(path = %path.display(), "removing the staging directory of an interrupted compaction");
-            fs::remove_dir_all(&path).map_err(io_err("removing", &path))?;
+        let staging = entry.path();
+        if !staging.is_dir() {
+            continue;
+        }
+        let manifest = manifest_path(&staging);
+        if let Ok(text) = fs::read_to_string(&manifest) {
+            let mut lines = text.lines();
+            let partition = PathBuf::from(lines.next().unwrap_or_default());
+            let inputs: HashSet<&str> = lines.collect();
+            let names = |dir: &Path| -> Result<Vec<String>, CompactError> {
+                Ok(parquet_files(dir)?.iter().filter_map(|p| p.file_name()?.to_str().map(str::to_owned)).collect())
+            };
+            let in_staging = names(&staging)?;
+            let swapped = in_staging.iter().any(|n| inputs.contains(n.as_str()));
+            if swapped && partition.is_dir() {
+                let visible: HashSet<String> = names(&partition)?.into_iter().collect();
+                for name in in_staging.iter().filter(|n| !inputs.contains(n.as_str()) && !visible.contains(*n)) {
+                    let (from, to) = (staging.join(name), partition.join(name));
+                    fs::rename(&from, &to).map_err(io_err("restoring a file written during compaction to", &to))?;
+                    tracing::warn!(path = %to.display(), "restored a file an interrupted compaction had left aside");
+                }
+                fsync_dir(&partition)?;
+            }
+        }
+        tracing::warn!(path = %staging.display(), "removing the staging directory of an interrupted compaction");
+        fs::remove_dir_all(&staging).map_err(io_err("removing", &staging))?;
+        if manifest.exists() {
+            fs::remove_file(&manifest).map_err(io_err("removing", &manifest))?;
         }
     }
+    Ok(())
+}
+
+fn manifest_path(staging: &Path) -> PathBuf {
+    staging.with_extension("manifest")
+}
+
+/// Records, durably and before the swap, which partition a staging directory belongs to and which
+/// files it merges.
+fn write_manifest(staging: &Path, partition: &Path, inputs: &HashSet<PathBuf>) -> Result<(), CompactError> {
+    let path = manifest_path(staging);
+    let mut text = format!("{}\n", partition.display());
+    for input in inputs {
+        if let Some(name) = input.file_name().and_then(|n| n.to_str()) {
+            text.push_str(name);
+            text.push('\n');
+        }
+    }
+    let mut file = File::create(&path).map_err(io_err("creating", &path))?;
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io_err("writing", &path))?;
+    file.sync_all().map_err(io_err("fsyncing", &path))?;
     Ok(())
 }
 
@@ -231,6 +282,8 @@ fn compact_partition(
         fs::hard_link(file, &link).map_err(io_err("linking", &link))?;
     }
     fsync_dir(&staging)?;
+    write_manifest(&staging, dir, &inputs)?;
+    fsync_dir(staging_root)?;
 
     exchange(dir, &staging)?;
     fsync_dir(dir.parent().unwrap_or(dir))?;
@@ -249,6 +302,8 @@ fn compact_partition(
     }
     fsync_dir(dir)?;
     fs::remove_dir_all(&staging).map_err(io_err("removing", &staging))?;
+    let manifest = manifest_path(&staging);
+    fs::remove_file(&manifest).map_err(io_err("removing", &manifest))?;
     Ok(Some((inputs.len(), groups.len(), merged_rows)))
 }
 

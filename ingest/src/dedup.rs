@@ -49,16 +49,27 @@ pub struct LoadKeysError {
 /// lazily, one `date` partition at a time (across all sessions), the first time an event of that
 /// date shows up: an event's date is a function of its key, so that is everywhere a duplicate of it
 /// can be.
+///
+/// A long-running writer bounds the memory with [`with_window`](Self::with_window): it then remembers
+/// the most recent keys only (two generations of `window` keys each), which covers any retry that
+/// arrives within the last `window` distinct events.
 pub struct Deduplicator {
     layout: Layout,
     seen: HashSet<u128>,
+    older: HashSet<u128>,
+    window: Option<usize>,
     loaded_dates: HashSet<String>,
 }
 
 impl Deduplicator {
-    /// A de-duplicator over the recording in `layout`.
+    /// A de-duplicator over the recording in `layout` that remembers every key.
     pub fn new(layout: Layout) -> Self {
-        Self { layout, seen: HashSet::new(), loaded_dates: HashSet::new() }
+        Self { layout, seen: HashSet::new(), older: HashSet::new(), window: None, loaded_dates: HashSet::new() }
+    }
+
+    /// A de-duplicator that remembers between `window` and `2 * window` of the most recent keys.
+    pub fn with_window(layout: Layout, window: usize) -> Self {
+        Self { window: Some(window.max(1)), ..Self::new(layout) }
     }
 
     /// Records `key` as seen and says whether it is new. `date` is the event's partition date.
@@ -67,27 +78,79 @@ impl Deduplicator {
             self.load_date(date)?;
             self.loaded_dates.insert(date.to_owned());
         }
-        Ok(self.seen.insert(key))
+        if self.older.contains(&key) {
+            return Ok(false);
+        }
+        let new = self.seen.insert(key);
+        self.rotate_if_full();
+        Ok(new)
+    }
+
+    /// Changes the window (`None`: remember everything from now on).
+    pub fn set_window(&mut self, window: Option<usize>) {
+        self.window = window.map(|w| w.max(1));
+        self.rotate_if_full();
+    }
+
+    /// How many keys are remembered.
+    pub fn len(&self) -> usize {
+        self.seen.len() + self.older.len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn rotate_if_full(&mut self) {
+        if let Some(window) = self.window
+            && self.seen.len() >= window
+        {
+            self.older = std::mem::take(&mut self.seen);
+            self.seen.reserve(window);
+        }
     }
 
     /// Forgets `key`, for a record that was accepted but then could not be stored.
     pub fn forget(&mut self, key: u128) {
         self.seen.remove(&key);
+        self.older.remove(&key);
     }
 
     fn load_date(&mut self, date: &str) -> Result<(), LoadKeysError> {
+        // A file can vanish between listing and reading when `kubestep compact` swaps its partition;
+        // its rows are then in the merged file, which a fresh listing finds.
+        let mut attempts = 0;
+        loop {
+            match self.load_date_once(date) {
+                Err(e) if attempts < 3 && !e.path.exists() => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn load_date_once(&mut self, date: &str) -> Result<(), LoadKeysError> {
         let ops = self.layout.operations_dir();
         let Ok(sessions) = std::fs::read_dir(&ops) else { return Ok(()) };
         let wanted = format!("{}={date}", columns::DATE);
+        let mut files = Vec::new();
         for session in sessions.flatten() {
             let dir = session.path().join(&wanted);
-            let Ok(files) = std::fs::read_dir(&dir) else { continue };
-            for file in files.flatten() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for file in entries.flatten() {
                 let path = file.path();
                 if path.extension().is_some_and(|e| e == "parquet") {
-                    load_file_keys(&path, &mut self.seen)?;
+                    let written = file.metadata().and_then(|m| m.modified()).ok();
+                    files.push((written, path));
                 }
             }
+        }
+        // Oldest first, so that a bounded window ends up holding the most recently written keys:
+        // those are the ones a retry or a WAL replay can repeat.
+        files.sort();
+        for (_, path) in files {
+            load_file_keys(&path, &mut self.seen)?;
+            self.rotate_if_full();
         }
         Ok(())
     }
@@ -124,6 +187,19 @@ fn load_file_keys(path: &Path, out: &mut HashSet<u128>) -> Result<(), LoadKeysEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_remembers_the_most_recent_keys_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dedup = Deduplicator::with_window(Layout::new(tmp.path()), 100);
+        for key in 0..1000u128 {
+            assert!(dedup.insert("2024-01-01", key).unwrap());
+        }
+        assert!(dedup.len() <= 200, "{}", dedup.len());
+        assert!(!dedup.insert("2024-01-01", 999).unwrap(), "recent keys are remembered");
+        assert!(!dedup.insert("2024-01-01", 900).unwrap(), "the previous generation too");
+        assert!(dedup.insert("2024-01-01", 5).unwrap(), "old keys are forgotten");
+    }
 
     #[test]
     fn every_part_of_the_key_matters() {

@@ -36,6 +36,9 @@ pub struct IngestConfig {
     pub max_rows_per_file: usize,
     /// ... or once they hold about this many bytes.
     pub max_bytes_per_file: usize,
+    /// Remember only about this many of the most recent events for de-duplication (a long-running
+    /// service); `None` remembers every event (an import).
+    pub dedup_window: Option<usize>,
 }
 
 impl Default for IngestConfig {
@@ -46,6 +49,7 @@ impl Default for IngestConfig {
             idle_gap_us: DEFAULT_IDLE_GAP_US,
             max_rows_per_file: 1_000_000,
             max_bytes_per_file: 256 << 20,
+            dedup_window: None,
         }
     }
 }
@@ -151,7 +155,10 @@ impl Ingestor {
         };
         Self {
             sessions,
-            dedup: Deduplicator::new(layout.clone()),
+            dedup: match config.dedup_window {
+                Some(window) => Deduplicator::with_window(layout.clone(), window),
+                None => Deduplicator::new(layout.clone()),
+            },
             partitions: Vec::new(),
             last_partition: None,
             day_cache: (i64::MIN, String::new()),
@@ -222,6 +229,11 @@ impl Ingestor {
     /// Stores a batch prepared elsewhere: its rejections go to the log, each new record to
     /// `session` (or to an automatic session when `None`), duplicates are counted and skipped.
     /// Batches must be committed in the order they were accepted.
+    ///
+    /// The records stay buffered whatever happens to files: a partition that reaches its size and
+    /// cannot be written now (a full disk) is written by a later flush. An error means something
+    /// was not kept: the rejections could not be logged, or the stored keys could not be read (then
+    /// none of the batch's records was buffered).
     pub fn commit(&mut self, prepared: PreparedBatch, session: Option<&str>) -> Result<(), IngestError> {
         self.stats.events_read += prepared.events_read;
         for (stage, n) in prepared.dropped_by_stage {
@@ -230,29 +242,47 @@ impl Ingestor {
         for (rejection, raw) in prepared.rejections {
             self.reject(rejection, &raw);
         }
-        if let Some(e) = self.failure.take() {
-            return Err(e);
+        let rejections_lost = self.failure.take();
+        if let Some(records) = prepared.records {
+            self.buffer(&records, &prepared.keys, session)?;
         }
-        let Some(records) = prepared.records else { return Ok(()) };
-        let routes = self.route(&records, &prepared.keys, session)?;
+        match rejections_lost {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn buffer(&mut self, records: &RecordBatch, keys: &[u128], session: Option<&str>) -> Result<(), IngestError> {
+        let routes = self.route(records, keys, session)?;
         let row_bytes = records.get_array_memory_size() / records.num_rows().max(1);
         let whole = routes.len() == 1 && routes[0].1.len() == records.num_rows();
+        let mut batches = Vec::with_capacity(routes.len());
         for (index, rows) in routes {
-            let batch = if whole {
-                records.clone()
-            } else {
-                take_record_batch(&records, &UInt32Array::from(rows)).map_err(WriteError::Sort)?
+            let batch = match whole {
+                true => records.clone(),
+                false => take_record_batch(records, &UInt32Array::from(rows)).map_err(WriteError::Sort)?,
             };
+            batches.push((index, batch));
+        }
+        for (index, batch) in batches {
             let partition = &mut self.partitions[index];
             partition.rows += batch.num_rows();
             partition.bytes += batch.num_rows() * row_bytes;
             self.stats.records_accepted += batch.num_rows() as u64;
             partition.batches.push(batch);
-            if partition.rows >= self.config.max_rows_per_file || partition.bytes >= self.config.max_bytes_per_file {
-                self.flush_partition(index)?;
+            if (partition.rows >= self.config.max_rows_per_file || partition.bytes >= self.config.max_bytes_per_file)
+                && let Err(e) = self.flush_partition(index)
+            {
+                tracing::warn!(error = %e, "could not write a full partition yet; its records stay buffered");
             }
         }
         Ok(())
+    }
+
+    /// Changes how many recent keys de-duplication remembers (`None`: all). The service replays
+    /// its WAL remembering everything, then bounds the memory.
+    pub fn set_dedup_window(&mut self, window: Option<usize>) {
+        self.dedup.set_window(window);
     }
 
     /// The partition each new row of `records` goes to. Either every new key is remembered or, on

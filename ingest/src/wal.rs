@@ -100,6 +100,8 @@ pub struct Wal {
     len: u64,
     entries_in_segment: u64,
     scratch: Vec<u8>,
+    /// A failed append could not be cut back: the segment must not be appended to again.
+    torn: bool,
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -159,7 +161,7 @@ fn read_segment(bytes: &[u8], mut entry: impl FnMut(WalEntry)) -> (usize, Option
         // Created but never written to (a crash between create and the header's fsync).
         return (bytes.len(), None);
     }
-    if &bytes[..MAGIC.len()] != MAGIC {
+    if bytes.get(..MAGIC.len()) != Some(&MAGIC[..]) {
         return (0, Some("this is not a KubeStep WAL segment".into()));
     }
     let mut at = MAGIC.len();
@@ -223,7 +225,15 @@ impl Wal {
         create_dir_durably(dir)?;
         let id = segment_ids(dir)?.last().map_or(1, |last| last + 1);
         let file = new_segment(dir, id)?;
-        Ok(Self { dir: dir.to_owned(), file, id, len: MAGIC.len() as u64, entries_in_segment: 0, scratch: Vec::new() })
+        Ok(Self {
+            dir: dir.to_owned(),
+            file,
+            id,
+            len: MAGIC.len() as u64,
+            entries_in_segment: 0,
+            scratch: Vec::new(),
+            torn: false,
+        })
     }
 
     /// The directory of the log.
@@ -252,6 +262,9 @@ impl Wal {
         &mut self,
         entries: impl IntoIterator<Item = (Option<&'e str>, &'e [u8])>,
     ) -> Result<(), WalError> {
+        if self.torn {
+            self.rotate()?;
+        }
         self.scratch.clear();
         let mut count = 0;
         for (session, body) in entries {
@@ -280,6 +293,8 @@ impl Wal {
             // Cut off whatever part was written, so the next group starts on an entry boundary.
             if let Err(cut) = self.file.set_len(self.len) {
                 tracing::error!(path = %path.display(), error = %cut, "could not cut back the WAL after a failed append");
+                // Garbage may follow the last good entry: nothing more goes into this segment.
+                self.torn = true;
             }
             return Err(e);
         }
@@ -299,6 +314,7 @@ impl Wal {
         self.id += 1;
         self.len = MAGIC.len() as u64;
         self.entries_in_segment = 0;
+        self.torn = false;
         Ok(sealed)
     }
 }
@@ -306,9 +322,16 @@ impl Wal {
 fn new_segment(dir: &Path, id: u64) -> Result<File, WalError> {
     let path = segment_path(dir, id);
     let mut file = OpenOptions::new().create_new(true).append(true).open(&path).map_err(io_err("creating", &path))?;
-    file.write_all(MAGIC).map_err(io_err("writing the header of", &path))?;
-    file.sync_all().map_err(io_err("fsyncing", &path))?;
-    fsync_dir(dir)?;
+    let ready = file
+        .write_all(MAGIC)
+        .map_err(io_err("writing the header of", &path))
+        .and_then(|()| file.sync_all().map_err(io_err("fsyncing", &path)))
+        .and_then(|()| fsync_dir(dir).map_err(WalError::from));
+    if let Err(e) = ready {
+        // Leave nothing behind, so that the next attempt can create it again.
+        let _ = fs::remove_file(&path);
+        return Err(e);
+    }
     Ok(file)
 }
 
@@ -376,6 +399,15 @@ mod tests {
         let (found, recovery) = entries(tmp.path());
         assert_eq!(found.len(), 1);
         assert!(recovery.repairs[0].contains("bad checksum"), "{}", recovery.repairs[0]);
+    }
+
+    #[test]
+    fn a_short_foreign_segment_is_reported_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(segment_path(tmp.path(), 1), b"junk").unwrap();
+        let (found, recovery) = entries(tmp.path());
+        assert!(found.is_empty());
+        assert!(recovery.repairs[0].contains("not a KubeStep WAL segment"), "{:?}", recovery.repairs);
     }
 
     #[test]

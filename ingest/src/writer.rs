@@ -119,7 +119,11 @@ impl ParquetWriter {
         };
         let result = self.write_tmp(&tmp, batches, &order).and_then(|bytes| {
             fs::rename(&tmp, &path).map_err(io_err("renaming into place", &path))?;
-            fsync_dir(&dir)?;
+            if let Err(e) = fsync_dir(&dir) {
+                // Not durable, so not written: take it back, or a retry would store the rows twice.
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
             Ok(bytes)
         });
         match result {

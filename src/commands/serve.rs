@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use kubestep_ingest::actor::ActorRule;
 use kubestep_ingest::normalize::{DEFAULT_MAX_OBJECT_BYTES, NormalizeConfig};
 use kubestep_ingest::server::auth::TlsFiles;
-use kubestep_ingest::server::{ServeConfig, Server};
+use kubestep_ingest::server::{DEFAULT_DEDUP_WINDOW, ServeConfig, Server};
 use kubestep_schemas::session::validate_session_name;
 
 use crate::DataDir;
@@ -63,10 +63,17 @@ pub struct ServeArgs {
     /// webhook kubeconfig's `token` presents it. With --client-ca, either one is enough.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// De-duplicate retried batches against about this many of the most recent events (memory
+    /// stays bounded; `kubestep import` de-duplicates against everything).
+    #[arg(long, value_name = "EVENTS", default_value_t = DEFAULT_DEDUP_WINDOW)]
+    dedup_window: usize,
     /// Allow a non-loopback listen address without TLS and authentication.
     #[arg(long)]
     insecure: bool,
 }
+
+/// The largest `--max-body` accepted: a body is one WAL entry, and entries stay well below 1 GiB.
+const MAX_BODY_LIMIT: usize = 512 << 20;
 
 /// Parses `64MiB`, `512KiB`, `1G`, `100000`.
 fn parse_size(text: &str) -> Result<usize, String> {
@@ -94,6 +101,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if idle_gap_us <= 0 {
         bail!("--idle-gap must be longer than zero");
     }
+    if args.max_body > MAX_BODY_LIMIT {
+        bail!(
+            "--max-body may be at most {} MiB (one webhook batch is one write-ahead log entry)",
+            MAX_BODY_LIMIT >> 20
+        );
+    }
     if args.flush_interval.is_zero() {
         bail!("--flush-interval must be longer than zero");
     }
@@ -113,6 +126,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     config.token_file = args.token_file;
+    config.dedup_window = args.dedup_window.max(1);
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async move {

@@ -236,7 +236,7 @@ fn wal_loop(
         let count = appends.clone().count();
         let started = Instant::now();
         let result = if count > 0 { wal.append_group(appends) } else { Ok(()) };
-        if count > 0 {
+        if count > 0 && result.is_ok() {
             metrics.wal_fsync.observe(started.elapsed());
             metrics.wal_group_entries.fetch_add(count as u64, Relaxed);
         }
@@ -247,6 +247,11 @@ fn wal_loop(
         let mut stop = false;
         for request in group {
             match request {
+                // Nothing after a shutdown is forwarded: the writer has stopped reading.
+                WalRequest::Append { reply, .. } if stop => {
+                    let _ = reply.send(Err(AppendError::ShuttingDown.to_string()));
+                }
+                WalRequest::Forward(_) if stop => {}
                 WalRequest::Append { session, prepared, reply, .. } => match &failure {
                     Some(e) => {
                         let _ = reply.send(Err(e.clone()));

@@ -1,0 +1,281 @@
+//! Load generator for `kubestep serve`: the API server's batch webhook at full tilt.
+//!
+//! Posts 400-event `EventList`s of realistic events over N keep-alive connections to the real
+//! binary (fsync acknowledgements, as in production) on loopback, and reports, in the same run:
+//!
+//! - the baseline: `kubestep import` of the same events as JSON lines, events/s;
+//! - closed-loop throughput at several concurrencies: events/s, ack latency p50/p99;
+//! - open-loop at half the best rate: ack latency p50/p99;
+//! - sustained overload (many connections): events/s, share of 503s, peak server RSS.
+//!
+//! Every posted event is unique (each round rewrites the audit IDs), so the server does the whole
+//! work every time rather than skipping duplicates. Client and server share the machine's cores.
+//!
+//! Run: `cargo bench --bench load` (optionally `KUBESTEP_LOAD_SECONDS=20`).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[path = "common/generator.rs"]
+mod generator;
+
+const BATCH_EVENTS: usize = 400;
+const BODIES_PER_CLIENT: usize = 24;
+
+/// One client's bodies, with where each audit ID sits so a round can make them new.
+struct Bodies {
+    bodies: Vec<Vec<u8>>,
+    id_offsets: Vec<Vec<usize>>,
+    round: u64,
+}
+
+impl Bodies {
+    fn new(events: &[&[u8]], client: usize) -> Self {
+        let mut bodies = Vec::new();
+        let mut id_offsets = Vec::new();
+        let start = client * BODIES_PER_CLIENT * BATCH_EVENTS;
+        for b in 0..BODIES_PER_CLIENT {
+            let mut body = br#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":["#.to_vec();
+            let mut offsets = Vec::new();
+            for i in 0..BATCH_EVENTS {
+                if i > 0 {
+                    body.push(b',');
+                }
+                let event = events[(start + b * BATCH_EVENTS + i) % events.len()];
+                let at = body.len();
+                body.extend_from_slice(event);
+                let id = memchr::memmem::find(event, br#""auditID":""#).map(|p| at + p + 11);
+                offsets.extend(id);
+            }
+            body.extend_from_slice(b"]}");
+            bodies.push(body);
+            id_offsets.push(offsets);
+        }
+        Bodies { bodies, id_offsets, round: client as u64 * 1_000_000 }
+    }
+
+    /// The next body, its audit IDs made unique for this round.
+    fn next(&mut self) -> &[u8] {
+        let i = (self.round % BODIES_PER_CLIENT as u64) as usize;
+        self.round += 1;
+        let stamp = format!("{:08x}", self.round);
+        let body = &mut self.bodies[i];
+        for &at in &self.id_offsets[i] {
+            body[at..at + 8].copy_from_slice(stamp.as_bytes());
+        }
+        body
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kubestep"))
+            .args(["serve", "-d", &data.display().to_string(), "--listen", "127.0.0.1:0"])
+            .env("KUBESTEP_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting kubestep serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("listen line");
+        let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("listen url").trim_end_matches(',');
+        Server { url: url.to_owned(), child }
+    }
+
+    fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    events: u64,
+    unavailable: u64,
+    latencies_us: Vec<u64>,
+    seconds: f64,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.seconds
+    }
+
+    fn percentile_ms(&mut self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() as f64 * p) as usize).min(self.latencies_us.len() - 1);
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+/// Runs `clients` connections for `duration`; each sends a batch every `interval` (open loop) or
+/// as soon as the last was answered (`None`, closed loop).
+fn drive(
+    url: &str,
+    bodies: &Arc<Vec<Mutex<Bodies>>>,
+    clients: usize,
+    duration: Duration,
+    interval: Option<Duration>,
+    server_rss: Option<&Server>,
+) -> (Outcome, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let events = Arc::new(AtomicU64::new(0));
+    let unavailable = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let (url, bodies, stop, events, unavailable) =
+                (url.to_owned(), bodies.clone(), stop.clone(), events.clone(), unavailable.clone());
+            std::thread::spawn(move || {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(60)))
+                    .build()
+                    .into();
+                let mut latencies = Vec::new();
+                let mut next_send = Instant::now() + interval.map_or(Duration::ZERO, |i| i * c as u32 / clients as u32);
+                let mut mine = bodies[c % bodies.len()].lock().expect("bodies");
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(interval) = interval {
+                        let now = Instant::now();
+                        if next_send > now {
+                            std::thread::sleep(next_send - now);
+                        }
+                        next_send += interval;
+                    }
+                    let body = mine.next();
+                    let sent = Instant::now();
+                    match agent.post(&url).send(body) {
+                        Ok(mut r) if r.status().as_u16() == 200 => {
+                            let _ = r.body_mut().read_to_vec();
+                            latencies.push(sent.elapsed().as_micros() as u64);
+                            events.fetch_add(BATCH_EVENTS as u64, Ordering::Relaxed);
+                        }
+                        Ok(mut r) => {
+                            let _ = r.body_mut().read_to_vec();
+                            unavailable.fetch_add(1, Ordering::Relaxed);
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        Err(e) => panic!("posting to {url}: {e}"),
+                    }
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut peak_rss = 0;
+    while started.elapsed() < duration {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(server) = server_rss {
+            peak_rss = peak_rss.max(server.rss_bytes());
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut outcome = Outcome::default();
+    for t in threads {
+        outcome.latencies_us.extend(t.join().expect("client thread"));
+    }
+    outcome.seconds = started.elapsed().as_secs_f64();
+    outcome.events = events.load(Ordering::Relaxed);
+    outcome.unavailable = unavailable.load(Ordering::Relaxed);
+    (outcome, peak_rss)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs us with no arguments: only
+    // measure when asked to.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load: skipped (run with `cargo bench --bench load`)");
+        return;
+    }
+    let seconds: u64 = std::env::var("KUBESTEP_LOAD_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let phase = Duration::from_secs(seconds);
+    let log = generator::realistic_audit_log(192 << 20);
+    let events: Vec<&[u8]> = log.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let mean_bytes = log.len() / events.len();
+    println!("events: {} generated, {mean_bytes} bytes on average; batches of {BATCH_EVENTS}", events.len());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    // Baseline: `kubestep import` of the same events, in this run.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("events.log");
+    std::fs::write(&file, &log).expect("writing the baseline log");
+    let started = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_kubestep"))
+        .args(["import", "-q", "-d", &tmp.path().join("imported").display().to_string()])
+        .arg(&file)
+        .status()
+        .expect("running import");
+    assert!(status.success(), "import failed");
+    let import_rate = events.len() as f64 / started.elapsed().as_secs_f64();
+    println!("baseline  kubestep import: {import_rate:>9.0} events/s");
+    std::fs::remove_file(&file).ok();
+
+    let max_clients = 32;
+    let bodies: Arc<Vec<Mutex<Bodies>>> =
+        Arc::new((0..max_clients).map(|c| Mutex::new(Bodies::new(&events, c))).collect());
+    drop(log);
+
+    let server = Server::start(&tmp.path().join("served"));
+    let mut best = 0.0f64;
+    println!("closed loop ({seconds}s each, fsync acknowledgements):");
+    for clients in [1, 2, 4, 8] {
+        let (mut o, _) = drive(&server.url, &bodies, clients, phase, None, None);
+        let rate = o.rate();
+        best = best.max(rate);
+        println!(
+            "  {clients:>2} connections: {rate:>9.0} events/s ({:.0}/core, {:.2}x import)  ack p50 {:>6.1} ms  p99 {:>6.1} ms  503s {}",
+            rate / cores as f64,
+            rate / import_rate,
+            o.percentile_ms(0.50),
+            o.percentile_ms(0.99),
+            o.unavailable
+        );
+    }
+    let half = best / 2.0;
+    let clients = 8;
+    let interval = Duration::from_secs_f64(BATCH_EVENTS as f64 * clients as f64 / half);
+    let (mut o, _) = drive(&server.url, &bodies, clients, phase, Some(interval), None);
+    println!(
+        "open loop at half the best rate ({half:.0} events/s offered): {:.0} events/s  ack p50 {:.1} ms  p99 {:.1} ms",
+        o.rate(),
+        o.percentile_ms(0.50),
+        o.percentile_ms(0.99)
+    );
+    let (mut o, peak) = drive(&server.url, &bodies, max_clients, phase * 2, None, Some(&server));
+    println!(
+        "overload, {max_clients} connections for {}s: {:.0} events/s  ack p99 {:.1} ms  503s {}  peak server RSS {} MiB",
+        seconds * 2,
+        o.rate(),
+        o.percentile_ms(0.99),
+        o.unavailable,
+        peak >> 20
+    );
+    println!(
+        "summary: best {best:.0} events/s = {:.0} per core = {:.2}x `kubestep import` of the same events",
+        best / cores as f64,
+        best / import_rate
+    );
+    server.stop();
+}

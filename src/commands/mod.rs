@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
+pub mod analyze;
 pub mod compact;
 pub mod import;
+pub mod replay;
 pub mod serve;
 pub mod session;
+pub mod sessions;
 pub mod sql;

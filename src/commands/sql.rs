@@ -1,28 +1,105 @@
-//! `kubestep sql "SELECT ..."`
+//! `kubestep sql ["QUERY"]`: any SQL over the recording's table and views.
 
+use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
 
-use crate::DataDir;
+use crate::{DataDir, block_on, open};
+
+/// How `sql` prints results.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum SqlFormat {
+    /// An aligned table.
+    Table,
+    /// A JSON array of objects.
+    Json,
+    /// CSV with a header line.
+    Csv,
+}
 
 /// Arguments of `kubestep sql`.
 #[derive(clap::Args)]
 pub struct SqlArgs {
-    /// The query; the table is `operations`.
-    query: String,
+    /// The query (tables: `operations`, `indexed_operations`, `writes`, `object_versions`).
+    /// Without it, an interactive prompt reads one query per line.
+    query: Option<String>,
     #[command(flatten)]
     data: DataDir,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: SqlFormat,
 }
 
-/// Runs the query over the recording and prints the result as a table.
+fn render(batches: &[RecordBatch], format: SqlFormat) -> anyhow::Result<String> {
+    Ok(match format {
+        SqlFormat::Table => pretty_format_batches(batches)?.to_string(),
+        SqlFormat::Json => {
+            let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            writer.finish()?;
+            let bytes = writer.into_inner();
+            if bytes.is_empty() { "[]".to_owned() } else { String::from_utf8(bytes)? }
+        }
+        SqlFormat::Csv => {
+            let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(Vec::new());
+            for batch in batches {
+                writer.write(batch)?;
+            }
+            String::from_utf8(writer.into_inner())?.trim_end().to_owned()
+        }
+    })
+}
+
+async fn run_one(ctx: &SessionContext, query: &str, format: SqlFormat) -> anyhow::Result<()> {
+    let batches = kubestep_query::run_sql(ctx, query).await?;
+    println!("{}", render(&batches, format)?);
+    Ok(())
+}
+
+/// Runs the query, or a prompt when there is none.
 pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async {
-        let ctx = kubestep_query::open_recording(&args.data.data).await?;
-        let batches = kubestep_query::run_sql(&ctx, &args.query).await?;
-        println!("{}", pretty_format_batches(&batches)?);
-        Ok(ExitCode::SUCCESS)
+    block_on(async {
+        let ctx = open(&args.data).await?;
+        if let Some(query) = &args.query {
+            run_one(&ctx, query, args.format).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let stdin = std::io::stdin();
+        let prompt = stdin.is_terminal();
+        if prompt {
+            println!(
+                "SQL over {} (tables: operations, indexed_operations, writes, object_versions); \\q quits",
+                args.data.data.display()
+            );
+        }
+        let mut failed = false;
+        let mut line = String::new();
+        loop {
+            if prompt {
+                print!("kubestep> ");
+                std::io::stdout().flush()?;
+            }
+            line.clear();
+            if stdin.lock().read_line(&mut line)? == 0 {
+                break;
+            }
+            let query = line.trim().trim_end_matches(';');
+            match query {
+                "" => continue,
+                "\\q" | "quit" | "exit" => break,
+                _ => {
+                    if let Err(e) = run_one(&ctx, query, args.format).await {
+                        eprintln!("Error: {e:#}");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        Ok(if failed && !prompt { ExitCode::FAILURE } else { ExitCode::SUCCESS })
     })
 }

@@ -1,0 +1,7 @@
+-- The sequence loop detection scans: what each step of session $1 did to which object, in
+-- session order. Errors, actors and versions are left out on purpose: a loop is the same work
+-- done again.
+SELECT "index", operation_type, kind, namespace, name
+FROM indexed_operations
+WHERE session_id = $1
+ORDER BY "index"

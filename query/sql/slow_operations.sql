@@ -1,0 +1,8 @@
+-- Operations of session $1 that took at least $2 milliseconds; long-running watches only when
+-- $3 is true. In session order.
+SELECT "index", operation_type, kind, namespace, name, duration_ms, actor_id, received_at, status_code
+FROM indexed_operations
+WHERE session_id = $1
+  AND duration_ms >= $2
+  AND ($3 OR verb <> 'watch')
+ORDER BY "index"

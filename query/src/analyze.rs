@@ -1,0 +1,336 @@
+//! `kubestep analyze SESSION`: slow operations, errors and loops.
+//!
+//! Slow operations and errors are SQL over `indexed_operations` (files in `query/sql/`); loops are
+//! one streaming pass ([`crate::loops`]). The report keeps the seed's JSON fields
+//! (`session_id`, `total_operations`, `slow_operations`, `loops_detected`, `errors{total,by_type}`)
+//! and adds its own beside them.
+
+use std::collections::BTreeMap;
+
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::QueryError;
+use crate::context::{collect, frame};
+use crate::loops::{Loop, LoopDetector};
+use crate::values::{Floats, Ints, Micros, Strings, format_time};
+
+const SLOW_SQL: &str = include_str!("../sql/slow_operations.sql");
+const ERRORS_BY_TYPE_SQL: &str = include_str!("../sql/errors_by_type.sql");
+const ERRORS_BY_STATUS_SQL: &str = include_str!("../sql/errors_by_status.sql");
+const ERRORS_BY_ACTOR_SQL: &str = include_str!("../sql/errors_by_actor.sql");
+const ERROR_EXTREMES_SQL: &str = include_str!("../sql/error_extremes.sql");
+const LOOP_SIGNATURES_SQL: &str = include_str!("../sql/loop_signatures.sql");
+
+/// At most this many slow operations and loops are listed in a report (the totals are exact).
+pub const MAX_LISTED: usize = 1000;
+
+/// Which sections to compute, and their settings.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    /// Slow operations.
+    pub slow: bool,
+    /// Loops.
+    pub loops: bool,
+    /// Errors.
+    pub errors: bool,
+    /// An operation is slow when it took at least this many milliseconds.
+    pub threshold_ms: u64,
+    /// Count watches (long-running by design) as slow operations too.
+    pub include_watch: bool,
+    /// Longest loop period looked for.
+    pub window: usize,
+}
+
+/// An operation that took at least the threshold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlowOperation {
+    /// Position in the session (0-based).
+    pub index: u64,
+    /// `GET`, `UPDATE`, ...
+    #[serde(rename = "type")]
+    pub operation_type: String,
+    /// `Kind/namespace/name`.
+    pub resource: String,
+    /// Milliseconds (integral when whole, as the seed printed them).
+    pub duration_ms: serde_json::Number,
+    /// Who made the request.
+    pub actor_id: String,
+    /// When it was received.
+    pub time: String,
+}
+
+/// Failures grouped several ways.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorReport {
+    /// Failed operations (status >= 400).
+    pub total: u64,
+    /// Per operation type, as the seed grouped them.
+    pub by_type: BTreeMap<String, u64>,
+    /// Per HTTP status, with its Kubernetes reason.
+    pub by_status: Vec<StatusCount>,
+    /// Per actor, most first.
+    pub by_actor: Vec<ActorCount>,
+    /// The first failure.
+    pub first: Option<FailedOperation>,
+    /// The last failure.
+    pub last: Option<FailedOperation>,
+}
+
+/// Failures with one status code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusCount {
+    /// HTTP status.
+    pub status_code: i64,
+    /// `Conflict`, `NotFound`, ...
+    pub reason: String,
+    /// How many.
+    pub count: u64,
+    /// Index of the first.
+    pub first_index: u64,
+    /// Index of the last.
+    pub last_index: u64,
+}
+
+/// Failures of one actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActorCount {
+    /// The actor.
+    pub actor_id: String,
+    /// How many.
+    pub count: u64,
+}
+
+/// One failed operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedOperation {
+    /// Position in the session (0-based).
+    pub index: u64,
+    /// `index + 1`, the seed's `seq`.
+    pub sequence_number: u64,
+    /// `GET`, `UPDATE`, ...
+    #[serde(rename = "type")]
+    pub operation_type: String,
+    /// `Kind/namespace/name`.
+    pub resource: String,
+    /// HTTP status.
+    pub status_code: i64,
+    /// The API server's message.
+    pub message: String,
+    /// Who made the request.
+    pub actor_id: String,
+}
+
+/// The whole analysis of a session.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnalysisReport {
+    /// The session.
+    pub session_id: String,
+    /// Operations in it.
+    pub total_operations: u64,
+    /// Slow operations in session order (at most [`MAX_LISTED`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slow_operations: Vec<SlowOperation>,
+    /// Loops by start (at most [`MAX_LISTED`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub loops_detected: Vec<Loop>,
+    /// Failures, when that section was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<ErrorReport>,
+    /// The slow threshold, when that section was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_threshold_ms: Option<u64>,
+    /// All slow operations, when that section was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slow_operations_total: Option<u64>,
+    /// The loop window, when that section was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loop_window: Option<usize>,
+    /// All loops, when that section was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loops_total: Option<u64>,
+}
+
+/// `Kind/namespace/name`, as the seed wrote it (an empty namespace gives `Kind//name`).
+pub fn resource_label(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
+fn number(ms: f64) -> serde_json::Number {
+    if ms.fract() == 0.0 && ms.abs() < 9e15 {
+        serde_json::Number::from(ms as i64)
+    } else {
+        serde_json::Number::from_f64(ms).unwrap_or_else(|| serde_json::Number::from(0))
+    }
+}
+
+/// Analyzes `session` (which must exist; see [`crate::context::ensure_session`]).
+pub async fn analyze(
+    ctx: &SessionContext,
+    session: &str,
+    options: &AnalyzeOptions,
+) -> Result<AnalysisReport, QueryError> {
+    let id = ScalarValue::from(session);
+    let total = collect(ctx, "SELECT count(*) FROM operations WHERE session_id = $1", vec![id.clone()]).await?;
+    let mut report = AnalysisReport {
+        session_id: session.to_owned(),
+        total_operations: total.first().and_then(|b| crate::values::u64_at(b, 0, 0)).unwrap_or(0),
+        slow_operations: Vec::new(),
+        loops_detected: Vec::new(),
+        errors: None,
+        slow_threshold_ms: None,
+        slow_operations_total: None,
+        loop_window: None,
+        loops_total: None,
+    };
+    if options.slow {
+        let (slow, total) = slow_operations(ctx, session, options).await?;
+        report.slow_operations = slow;
+        report.slow_operations_total = Some(total);
+        report.slow_threshold_ms = Some(options.threshold_ms);
+    }
+    if options.loops {
+        let loops = detect_loops(ctx, session, options.window).await?;
+        report.loops_total = Some(loops.len() as u64);
+        report.loops_detected = loops.into_iter().take(MAX_LISTED).collect();
+        report.loop_window = Some(options.window);
+    }
+    if options.errors {
+        report.errors = Some(errors(ctx, session).await?);
+    }
+    Ok(report)
+}
+
+async fn slow_operations(
+    ctx: &SessionContext,
+    session: &str,
+    options: &AnalyzeOptions,
+) -> Result<(Vec<SlowOperation>, u64), QueryError> {
+    let params = vec![
+        ScalarValue::from(session),
+        ScalarValue::Float64(Some(options.threshold_ms as f64)),
+        ScalarValue::Boolean(Some(options.include_watch)),
+    ];
+    let mut listed = Vec::new();
+    let mut total = 0;
+    for batch in collect(ctx, SLOW_SQL, params).await? {
+        let index = Ints::of(&batch, "index")?;
+        let op = Strings::of(&batch, "operation_type")?;
+        let (kind, ns, name) =
+            (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
+        let duration = Floats::of(&batch, "duration_ms")?;
+        let actor = Strings::of(&batch, "actor_id")?;
+        let received = Micros::of(&batch, "received_at")?;
+        for row in 0..batch.num_rows() {
+            total += 1;
+            if listed.len() < MAX_LISTED {
+                listed.push(SlowOperation {
+                    index: index.get(row).unwrap_or(0) as u64,
+                    operation_type: op.text(row),
+                    resource: resource_label(
+                        kind.get(row).unwrap_or(""),
+                        ns.get(row).unwrap_or(""),
+                        name.get(row).unwrap_or(""),
+                    ),
+                    duration_ms: number(duration.get(row).unwrap_or(0.0)),
+                    actor_id: actor.text(row),
+                    time: received.get(row).map(format_time).unwrap_or_default(),
+                });
+            }
+        }
+    }
+    Ok((listed, total))
+}
+
+/// Streams the session's operations through a [`LoopDetector`].
+pub async fn detect_loops(ctx: &SessionContext, session: &str, window: usize) -> Result<Vec<Loop>, QueryError> {
+    let mut detector = LoopDetector::new(window);
+    let mut stream = frame(ctx, LOOP_SIGNATURES_SQL, vec![ScalarValue::from(session)]).await?.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let op = Strings::of(&batch, "operation_type")?;
+        let (kind, ns, name) =
+            (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
+        for row in 0..batch.num_rows() {
+            detector.push(
+                op.get(row).unwrap_or(""),
+                kind.get(row).unwrap_or(""),
+                ns.get(row).unwrap_or(""),
+                name.get(row).unwrap_or(""),
+            );
+        }
+    }
+    Ok(detector.finish())
+}
+
+async fn errors(ctx: &SessionContext, session: &str) -> Result<ErrorReport, QueryError> {
+    let id = || vec![ScalarValue::from(session)];
+    let mut report = ErrorReport {
+        total: 0,
+        by_type: BTreeMap::new(),
+        by_status: Vec::new(),
+        by_actor: Vec::new(),
+        first: None,
+        last: None,
+    };
+    for batch in collect(ctx, ERRORS_BY_TYPE_SQL, id()).await? {
+        let op = Strings::of(&batch, "operation_type")?;
+        let count = Ints::of(&batch, "count")?;
+        for row in 0..batch.num_rows() {
+            let n = count.get(row).unwrap_or(0) as u64;
+            report.total += n;
+            *report.by_type.entry(op.text(row)).or_default() += n;
+        }
+    }
+    for batch in collect(ctx, ERRORS_BY_STATUS_SQL, id()).await? {
+        let (code, reason) = (Ints::of(&batch, "status_code")?, Strings::of(&batch, "reason")?);
+        let (count, first, last) =
+            (Ints::of(&batch, "count")?, Ints::of(&batch, "first_index")?, Ints::of(&batch, "last_index")?);
+        for row in 0..batch.num_rows() {
+            report.by_status.push(StatusCount {
+                status_code: code.get(row).unwrap_or(0),
+                reason: reason.text(row),
+                count: count.get(row).unwrap_or(0) as u64,
+                first_index: first.get(row).unwrap_or(0) as u64,
+                last_index: last.get(row).unwrap_or(0) as u64,
+            });
+        }
+    }
+    for batch in collect(ctx, ERRORS_BY_ACTOR_SQL, id()).await? {
+        let (actor, count) = (Strings::of(&batch, "actor_id")?, Ints::of(&batch, "count")?);
+        for row in 0..batch.num_rows() {
+            report.by_actor.push(ActorCount { actor_id: actor.text(row), count: count.get(row).unwrap_or(0) as u64 });
+        }
+    }
+    let mut extremes = Vec::new();
+    for batch in collect(ctx, ERROR_EXTREMES_SQL, id()).await? {
+        let index = Ints::of(&batch, "index")?;
+        let seq = Ints::of(&batch, "sequence_number")?;
+        let op = Strings::of(&batch, "operation_type")?;
+        let (kind, ns, name) =
+            (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
+        let (code, message, actor) =
+            (Ints::of(&batch, "status_code")?, Strings::of(&batch, "error")?, Strings::of(&batch, "actor_id")?);
+        for row in 0..batch.num_rows() {
+            extremes.push(FailedOperation {
+                index: index.get(row).unwrap_or(0) as u64,
+                sequence_number: seq.get(row).unwrap_or(0) as u64,
+                operation_type: op.text(row),
+                resource: resource_label(
+                    kind.get(row).unwrap_or(""),
+                    ns.get(row).unwrap_or(""),
+                    name.get(row).unwrap_or(""),
+                ),
+                status_code: code.get(row).unwrap_or(0),
+                message: message.text(row),
+                actor_id: actor.text(row),
+            });
+        }
+    }
+    extremes.sort_by_key(|e| e.index);
+    report.first = extremes.first().cloned();
+    report.last = extremes.last().cloned();
+    Ok(report)
+}

@@ -1,0 +1,154 @@
+//! The recording as a DataFusion context: the `operations` table and the views over it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::DataFusionError;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col};
+use datafusion::scalar::ScalarValue;
+use kubestep_schemas::schema::columns;
+use kubestep_schemas::{file_schema, partition_fields};
+
+/// The name of the table of operations.
+pub const OPERATIONS_TABLE: &str = "operations";
+
+/// Why a recording could not be opened or queried.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The directory holds no recording.
+    #[error("no recording at {path}: {reason}")]
+    NoRecording {
+        /// The directory asked for.
+        path: PathBuf,
+        /// What is missing.
+        reason: String,
+    },
+    /// The recording has no such session.
+    #[error("no session {session:?} in {root} (`kubestep sessions -d {root}` lists them)")]
+    UnknownSession {
+        /// The session asked for.
+        session: String,
+        /// The recording.
+        root: PathBuf,
+    },
+    /// A stored value is not what the schema says (a file written by something else).
+    #[error("unexpected data: {0}")]
+    Data(String),
+    /// DataFusion failed.
+    #[error(transparent)]
+    DataFusion(#[from] DataFusionError),
+}
+
+/// How many times a query is started again after a file it planned to read vanished.
+const MAX_REPLANS: usize = 5;
+
+/// Runs `sql` to completion.
+///
+/// `kubestep compact` swaps a partition's small files for their merge while queries run. A query
+/// that listed the old files and then finds one gone is planned again from a fresh listing, which
+/// sees the new files: the answer comes from either the old set or the new one, never a mix.
+pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    let mut attempt = 0;
+    loop {
+        let result = async { ctx.sql(sql).await?.collect().await }.await;
+        match result {
+            Err(e) if attempt < MAX_REPLANS && is_vanished_file(&e) => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "a file vanished during the query (compaction); planning again");
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Whether an error says that a listed file no longer exists.
+fn is_vanished_file(e: &DataFusionError) -> bool {
+    let text = e.to_string();
+    text.contains("No such file or directory") || text.contains("NotFound") || text.contains("not found: ")
+}
+
+/// Opens the recording at `root` as a [`SessionContext`] with the `operations` table registered.
+///
+/// The listing-files cache is off, so files written after the context was created (by a running
+/// ingest service) are seen by the next query.
+pub async fn open_recording(root: &Path) -> Result<SessionContext, QueryError> {
+    let operations = root.join("operations");
+    if !operations.is_dir() {
+        let reason = if root.is_dir() {
+            "it has no operations/ directory (import or record something first)".to_owned()
+        } else {
+            "the directory does not exist".to_owned()
+        };
+        return Err(QueryError::NoRecording { path: root.to_owned(), reason });
+    }
+    let has_sessions = std::fs::read_dir(&operations)
+        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("session_id=")))
+        .unwrap_or(false);
+    if !has_sessions {
+        return Err(QueryError::NoRecording {
+            path: root.to_owned(),
+            reason: "it holds no operations yet (import or record something first)".to_owned(),
+        });
+    }
+    let absolute = std::path::absolute(&operations)
+        .map_err(|e| QueryError::NoRecording { path: root.to_owned(), reason: e.to_string() })?;
+    let url = ListingTableUrl::parse(format!("{}/", absolute.display()))?;
+
+    let runtime = RuntimeEnvBuilder::new()
+        .with_cache_manager(CacheManagerConfig::default().with_list_files_cache_limit(0))
+        .build_arc()?;
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+
+    let partition_cols = partition_fields().into_iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(partition_cols)
+        .with_file_sort_order(vec![vec![col(columns::RECEIVED_AT).sort(true, false)]]);
+    let table_config = ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema());
+    let table = ListingTable::try_new(table_config)?;
+    ctx.register_table(OPERATIONS_TABLE, Arc::new(table))?;
+    crate::views::register(&ctx).await?;
+    Ok(ctx)
+}
+
+/// Plans `sql` with positional parameters (`$1`, `$2`, ...) bound to `params`.
+pub(crate) async fn frame(ctx: &SessionContext, sql: &str, params: Vec<ScalarValue>) -> Result<DataFrame, QueryError> {
+    Ok(ctx.sql(sql).await?.with_param_values(params)?)
+}
+
+/// Runs a parameterized query to completion, re-planning like [`run_sql`] when a file vanished.
+pub(crate) async fn collect(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Vec<ScalarValue>,
+) -> Result<Vec<RecordBatch>, QueryError> {
+    let mut attempt = 0;
+    loop {
+        let result = async { frame(ctx, sql, params.clone()).await?.collect().await.map_err(QueryError::from) }.await;
+        match result {
+            Err(QueryError::DataFusion(e)) if attempt < MAX_REPLANS && is_vanished_file(&e) => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Fails with [`QueryError::UnknownSession`] unless `session` has operations.
+pub async fn ensure_session(ctx: &SessionContext, root: &Path, session: &str) -> Result<(), QueryError> {
+    let batches = collect(
+        ctx,
+        "SELECT count(*) FROM (SELECT 1 FROM operations WHERE session_id = $1 LIMIT 1)",
+        vec![ScalarValue::from(session)],
+    )
+    .await?;
+    let found = batches.first().and_then(|b| crate::values::u64_at(b, 0, 0)).unwrap_or(0);
+    if found == 0 {
+        return Err(QueryError::UnknownSession { session: session.to_owned(), root: root.to_owned() });
+    }
+    Ok(())
+}

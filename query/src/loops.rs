@@ -1,0 +1,187 @@
+//! Loop detection: blocks of operations that repeat back to back in a session's sequence.
+//!
+//! Every period from 1 to the window is tried in one streaming pass over the session, keeping only
+//! the last `window` operations: at position `i`, period `p` continues a run while operation `i`
+//! does the same thing as operation `i - p` (same operation type, kind, namespace and name). When
+//! the run breaks, it covers `length / p` whole blocks; three or more make a loop, reported once
+//! with its full extent and its true repeat count. A run whose block itself repeats a shorter
+//! block (`[A,A]` is `A` twice) is the same loop as the shorter period's and is not reported again.
+//! So a 3-operation cycle is found with window 10 (the seed only found periods dividing the window).
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+/// A loop needs at least this many back-to-back repetitions of its block.
+pub const MIN_REPEATS: u64 = 3;
+
+/// A repeated block of operations. The first four fields are the seed's JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Loop {
+    /// Index of the first operation of the first block.
+    pub start_index: u64,
+    /// Index of the last operation of the last whole block.
+    pub end_index: u64,
+    /// How many times the block occurs back to back.
+    pub repeat_count: u64,
+    /// `Repeated <Kind> operations <N> times`.
+    pub description: String,
+    /// Operations per block.
+    pub period: usize,
+    /// The block: `OPERATION Kind ns/name` per operation.
+    pub pattern: Vec<String>,
+}
+
+#[derive(Clone)]
+struct Step {
+    signature: u64,
+    label: String,
+    kind: String,
+}
+
+struct Run {
+    start: u64,
+    block: Vec<Step>,
+    primitive: bool,
+}
+
+/// Finds loops in a sequence fed one operation at a time, in session order.
+pub struct LoopDetector {
+    window: usize,
+    recent: VecDeque<Step>,
+    runs: Vec<Option<Run>>,
+    position: u64,
+    found: Vec<Loop>,
+}
+
+impl LoopDetector {
+    /// A detector for every period from 1 to `window`.
+    pub fn new(window: usize) -> Self {
+        let window = window.max(1);
+        Self {
+            window,
+            recent: VecDeque::with_capacity(window + 1),
+            runs: (0..=window).map(|_| None).collect(),
+            position: 0,
+            found: Vec::new(),
+        }
+    }
+
+    /// The next operation of the sequence.
+    pub fn push(&mut self, operation_type: &str, kind: &str, namespace: &str, name: &str) {
+        let signature = signature(operation_type, kind, namespace, name);
+        let i = self.position;
+        for p in 1..=self.window.min(self.recent.len()) {
+            let previous = &self.recent[self.recent.len() - p];
+            if previous.signature == signature {
+                if self.runs[p].is_none() {
+                    let block: Vec<Step> = self.recent.range(self.recent.len() - p..).cloned().collect();
+                    let primitive = !has_shorter_period(&block);
+                    self.runs[p] = Some(Run { start: i - p as u64, block, primitive });
+                }
+            } else {
+                self.close(p, i);
+            }
+        }
+        let label = match namespace {
+            "" => format!("{operation_type} {kind} {name}"),
+            ns => format!("{operation_type} {kind} {ns}/{name}"),
+        };
+        self.recent.push_back(Step { signature, label, kind: kind.to_owned() });
+        if self.recent.len() > self.window {
+            self.recent.pop_front();
+        }
+        self.position += 1;
+    }
+
+    /// Ends the sequence and returns the loops, ordered by start, then period.
+    pub fn finish(mut self) -> Vec<Loop> {
+        for p in 1..=self.window {
+            self.close(p, self.position);
+        }
+        self.found.sort_by_key(|l| (l.start_index, l.period));
+        self.found
+    }
+
+    /// The run of period `p` broke at position `end` (exclusive).
+    fn close(&mut self, p: usize, end: u64) {
+        let Some(run) = self.runs[p].take() else { return };
+        let blocks = (end - run.start) / p as u64;
+        if blocks < MIN_REPEATS || !run.primitive {
+            return;
+        }
+        let kind = run.block.first().map_or("", |s| s.kind.as_str());
+        self.found.push(Loop {
+            start_index: run.start,
+            end_index: run.start + blocks * p as u64 - 1,
+            repeat_count: blocks,
+            description: format!("Repeated {kind} operations {blocks} times"),
+            period: p,
+            pattern: run.block.iter().map(|s| s.label.clone()).collect(),
+        });
+    }
+}
+
+fn signature(operation_type: &str, kind: &str, namespace: &str, name: &str) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for part in [operation_type, kind, namespace, name] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.digest()
+}
+
+/// Whether `block` is itself a shorter block repeated.
+fn has_shorter_period(block: &[Step]) -> bool {
+    let p = block.len();
+    (1..p).filter(|q| p.is_multiple_of(*q)).any(|q| (q..p).all(|j| block[j].signature == block[j - q].signature))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detect(names: &[&str], window: usize) -> Vec<(u64, u64, u64, usize)> {
+        let mut d = LoopDetector::new(window);
+        for n in names {
+            d.push("GET", "Pod", "default", n);
+        }
+        d.finish().into_iter().map(|l| (l.start_index, l.end_index, l.repeat_count, l.period)).collect()
+    }
+
+    #[test]
+    fn thirty_identical_operations_are_one_loop() {
+        assert_eq!(detect(&["a"; 30], 10), [(0, 29, 30, 1)]);
+    }
+
+    #[test]
+    fn a_pair_repeated_three_times_is_one_loop() {
+        assert_eq!(detect(&["a", "b", "a", "b", "a", "b"], 2), [(0, 5, 3, 2)]);
+    }
+
+    #[test]
+    fn a_three_cycle_is_found_with_window_ten() {
+        let names: Vec<&str> = ["x", "y", "z"].iter().cycle().take(15).copied().collect();
+        assert_eq!(detect(&names, 10), [(0, 14, 5, 3)]);
+        // With a prefix and a suffix that do not repeat, the extent is exact.
+        let mut with_noise = vec!["p", "q"];
+        with_noise.extend(&names);
+        with_noise.push("r");
+        assert_eq!(detect(&with_noise, 10), [(2, 16, 5, 3)]);
+    }
+
+    #[test]
+    fn no_repeats_no_loops_and_two_repeats_are_not_enough() {
+        let names: Vec<String> = (0..50).map(|i| format!("p{i}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert!(detect(&names, 10).is_empty());
+        assert!(detect(&["a", "b", "a", "b"], 10).is_empty());
+    }
+
+    #[test]
+    fn periods_longer_than_the_window_are_not_looked_for() {
+        let names: Vec<&str> = ["a", "b", "c", "d"].iter().cycle().take(16).copied().collect();
+        assert!(detect(&names, 3).is_empty());
+        assert_eq!(detect(&names, 4), [(0, 15, 4, 4)]);
+    }
+}

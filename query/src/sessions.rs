@@ -1,0 +1,55 @@
+//! `kubestep sessions`: one summary per session.
+
+use datafusion::prelude::SessionContext;
+use serde::Serialize;
+
+use crate::QueryError;
+use crate::context::collect;
+use crate::values::{Ints, Micros, Strings, format_time};
+
+const SESSIONS_SQL: &str = include_str!("../sql/sessions.sql");
+
+/// What a session holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionSummary {
+    /// The session's name.
+    pub session_id: String,
+    /// When its first request was received (RFC 3339, UTC).
+    pub first_at: String,
+    /// When its last request completed.
+    pub last_at: String,
+    /// Operations recorded.
+    pub operations: u64,
+    /// Of which writes (create, update, patch, delete, deletecollection).
+    pub writes: u64,
+    /// Distinct actors.
+    pub actors: u64,
+    /// Operations that failed (status >= 400).
+    pub errors: u64,
+}
+
+/// Every session, oldest first.
+pub async fn sessions(ctx: &SessionContext) -> Result<Vec<SessionSummary>, QueryError> {
+    let mut out = Vec::new();
+    for batch in collect(ctx, SESSIONS_SQL, Vec::new()).await? {
+        let id = Strings::of(&batch, "session_id")?;
+        let first = Micros::of(&batch, "first_at")?;
+        let last = Micros::of(&batch, "last_at")?;
+        let count = |name| Ints::of(&batch, name);
+        let (operations, writes, actors, errors) =
+            (count("operations")?, count("writes")?, count("actors")?, count("errors")?);
+        let n = |c: &Ints, row| c.get(row).unwrap_or(0).max(0) as u64;
+        for row in 0..batch.num_rows() {
+            out.push(SessionSummary {
+                session_id: id.text(row),
+                first_at: first.get(row).map(format_time).unwrap_or_default(),
+                last_at: last.get(row).map(format_time).unwrap_or_default(),
+                operations: n(&operations, row),
+                writes: n(&writes, row),
+                actors: n(&actors, row),
+                errors: n(&errors, row),
+            });
+        }
+    }
+    Ok(out)
+}

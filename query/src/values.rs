@@ -1,0 +1,101 @@
+//! Reading values out of result batches whatever physical type DataFusion chose for them
+//! (`Utf8` or `Utf8View`, `Int32` or `Int64`), so the analyses do not depend on planner details.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+
+use crate::QueryError;
+
+/// A column of a batch converted to a known type.
+fn column_as(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef, QueryError> {
+    let column =
+        batch.column_by_name(name).ok_or_else(|| QueryError::Data(format!("no column {name} in the result")))?;
+    if column.data_type() == to {
+        return Ok(Arc::clone(column));
+    }
+    cast(column, to).map_err(|e| QueryError::Data(format!("column {name}: {e}")))
+}
+
+/// The text column `name`.
+pub(crate) struct Strings(ArrayRef);
+
+impl Strings {
+    pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
+        Ok(Strings(column_as(batch, name, &DataType::Utf8)?))
+    }
+
+    pub(crate) fn get(&self, row: usize) -> Option<&str> {
+        let a = self.0.as_string::<i32>();
+        (!a.is_null(row)).then(|| a.value(row))
+    }
+
+    /// The value, or `""` for null.
+    pub(crate) fn text(&self, row: usize) -> String {
+        self.get(row).unwrap_or("").to_owned()
+    }
+
+    pub(crate) fn owned(&self, row: usize) -> Option<String> {
+        self.get(row).map(str::to_owned)
+    }
+}
+
+/// The integer column `name`.
+pub(crate) struct Ints(ArrayRef);
+
+impl Ints {
+    pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
+        Ok(Ints(column_as(batch, name, &DataType::Int64)?))
+    }
+
+    pub(crate) fn get(&self, row: usize) -> Option<i64> {
+        let a = self.0.as_primitive::<Int64Type>();
+        (!a.is_null(row)).then(|| a.value(row))
+    }
+}
+
+/// The floating-point column `name`.
+pub(crate) struct Floats(ArrayRef);
+
+impl Floats {
+    pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
+        Ok(Floats(column_as(batch, name, &DataType::Float64)?))
+    }
+
+    pub(crate) fn get(&self, row: usize) -> Option<f64> {
+        let a = self.0.as_primitive::<Float64Type>();
+        (!a.is_null(row)).then(|| a.value(row))
+    }
+}
+
+/// The timestamp column `name`, in microseconds since the epoch.
+pub(crate) struct Micros(ArrayRef);
+
+impl Micros {
+    pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
+        Ok(Micros(column_as(batch, name, &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))?))
+    }
+
+    pub(crate) fn get(&self, row: usize) -> Option<i64> {
+        let a = self.0.as_primitive::<TimestampMicrosecondType>();
+        (!a.is_null(row)).then(|| a.value(row))
+    }
+}
+
+/// The unsigned integer in column `col`, row `row` (a count).
+pub(crate) fn u64_at(batch: &RecordBatch, col: usize, row: usize) -> Option<u64> {
+    let column = batch.columns().get(col)?;
+    let as_i64 = cast(column, &DataType::Int64).ok()?;
+    let a = as_i64.as_primitive::<Int64Type>();
+    (row < a.len() && !a.is_null(row)).then(|| a.value(row).max(0) as u64)
+}
+
+/// RFC 3339 UTC with microseconds, the precision of the audit log: `2024-05-01T10:00:00.123456Z`.
+pub fn format_time(micros: i64) -> String {
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        None => format!("{micros}us"),
+    }
+}

@@ -78,6 +78,10 @@ enum Command {
     Session(commands::session::SessionArgs),
     /// Merge a session's small files into large ones; queries running meanwhile are not disturbed.
     Compact(commands::compact::CompactArgs),
+    /// Generate a simulated cluster's audit events (JSON lines, or posted to a webhook).
+    Simulate(commands::simulate::SimulateArgs),
+    /// The whole product in one command: a simulated cluster recorded through the webhook, analysed.
+    Demo(commands::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +105,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Session(args) => commands::session::run(args),
         Command::Compact(args) => commands::compact::run(args),
+        Command::Simulate(args) => commands::simulate::run(args),
+        Command::Demo(args) => commands::demo::run(args),
     };
     match result {
         Ok(code) => code,

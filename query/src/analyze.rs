@@ -250,11 +250,13 @@ pub async fn detect_loops(ctx: &SessionContext, session: &str, window: usize) ->
     let mut stream = frame(ctx, LOOP_SIGNATURES_SQL, vec![ScalarValue::from(session)]).await?.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
+        let index = Ints::of(&batch, "index")?;
         let op = Strings::of(&batch, "operation_type")?;
         let (kind, ns, name) =
             (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
         for row in 0..batch.num_rows() {
             detector.push(
+                index.get(row).unwrap_or(0).max(0) as u64,
                 op.get(row).unwrap_or(""),
                 kind.get(row).unwrap_or(""),
                 ns.get(row).unwrap_or(""),

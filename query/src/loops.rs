@@ -7,6 +7,8 @@
 //! with its full extent and its true repeat count. A run whose block itself repeats a shorter
 //! block (`[A,A]` is `A` twice) is the same loop as the shorter period's and is not reported again.
 //! So a 3-operation cycle is found with window 10 (the seed only found periods dividing the window).
+//! Watches are not part of the sequence: they are long-running, and their place in it (their start)
+//! says nothing about the work around them.
 
 use std::collections::VecDeque;
 
@@ -34,6 +36,7 @@ pub struct Loop {
 
 #[derive(Clone)]
 struct Step {
+    index: u64,
     signature: u64,
     label: String,
     kind: String,
@@ -67,8 +70,9 @@ impl LoopDetector {
         }
     }
 
-    /// The next operation of the sequence.
-    pub fn push(&mut self, operation_type: &str, kind: &str, namespace: &str, name: &str) {
+    /// The next operation of the sequence; `index` is its position in the session (which can skip
+    /// numbers when some operations are left out of the sequence).
+    pub fn push(&mut self, index: u64, operation_type: &str, kind: &str, namespace: &str, name: &str) {
         let signature = signature(operation_type, kind, namespace, name);
         let i = self.position;
         for p in 1..=self.window.min(self.recent.len()) {
@@ -83,11 +87,12 @@ impl LoopDetector {
                 self.close(p, i);
             }
         }
+        let name = if name.is_empty() { "*" } else { name };
         let label = match namespace {
             "" => format!("{operation_type} {kind} {name}"),
             ns => format!("{operation_type} {kind} {ns}/{name}"),
         };
-        self.recent.push_back(Step { signature, label, kind: kind.to_owned() });
+        self.recent.push_back(Step { index, signature, label, kind: kind.to_owned() });
         if self.recent.len() > self.window {
             self.recent.pop_front();
         }
@@ -103,17 +108,23 @@ impl LoopDetector {
         self.found
     }
 
-    /// The run of period `p` broke at position `end` (exclusive).
+    /// The run of period `p` broke at position `end` (exclusive), before that position's step
+    /// joined `recent`.
     fn close(&mut self, p: usize, end: u64) {
         let Some(run) = self.runs[p].take() else { return };
         let blocks = (end - run.start) / p as u64;
         if blocks < MIN_REPEATS || !run.primitive {
             return;
         }
+        // The last step of the last whole block is among the last `p` steps seen.
+        let last = run.start + blocks * p as u64 - 1;
+        let back = (end - last) as usize;
+        let Some(last_step) = self.recent.len().checked_sub(back).and_then(|i| self.recent.get(i)) else { return };
+        let end_index = last_step.index;
         let kind = run.block.first().map_or("", |s| s.kind.as_str());
         self.found.push(Loop {
-            start_index: run.start,
-            end_index: run.start + blocks * p as u64 - 1,
+            start_index: run.block.first().map_or(0, |s| s.index),
+            end_index,
             repeat_count: blocks,
             description: format!("Repeated {kind} operations {blocks} times"),
             period: p,
@@ -143,8 +154,8 @@ mod tests {
 
     fn detect(names: &[&str], window: usize) -> Vec<(u64, u64, u64, usize)> {
         let mut d = LoopDetector::new(window);
-        for n in names {
-            d.push("GET", "Pod", "default", n);
+        for (i, n) in names.iter().enumerate() {
+            d.push(i as u64, "GET", "Pod", "default", n);
         }
         d.finish().into_iter().map(|l| (l.start_index, l.end_index, l.repeat_count, l.period)).collect()
     }

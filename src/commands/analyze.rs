@@ -89,7 +89,7 @@ fn more(out: &mut String, total: u64, shown: usize) {
 }
 
 /// The report as text: sections in the order loops, slow, errors; top items each.
-fn render_text(r: &AnalysisReport, options: &AnalyzeOptions) -> String {
+pub(crate) fn render_text(r: &AnalysisReport, options: &AnalyzeOptions) -> String {
     let mut out = format!("Analyzing {} operations for session: {}\n\n", r.total_operations, r.session_id);
     if options.loops {
         out.push_str("=== Loop Detection ===\n");
@@ -97,8 +97,10 @@ fn render_text(r: &AnalysisReport, options: &AnalyzeOptions) -> String {
         if total == 0 {
             out.push_str(&format!("No loop patterns detected (periods 1 to {})\n", options.window));
         } else {
-            out.push_str(&format!("Found {total} loops (periods 1 to {}):\n", options.window));
-            for l in r.loops_detected.iter().take(LISTED) {
+            out.push_str(&format!("Found {total} loops (periods 1 to {}), the longest first:\n", options.window));
+            let mut longest: Vec<_> = r.loops_detected.iter().collect();
+            longest.sort_by_key(|l| (std::cmp::Reverse(l.end_index - l.start_index), l.start_index));
+            for l in longest.into_iter().take(LISTED) {
                 out.push_str(&format!(
                     "  [{}-{}] {} (a block of {}: {})\n",
                     l.start_index,

@@ -2,9 +2,11 @@
 
 pub mod analyze;
 pub mod compact;
+pub mod demo;
 pub mod import;
 pub mod replay;
 pub mod serve;
 pub mod session;
 pub mod sessions;
+pub mod simulate;
 pub mod sql;

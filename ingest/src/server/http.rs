@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
 use kubestep_schemas::session::validate_session_name;
 use serde::Deserialize;
 use serde_json::json;
@@ -105,13 +106,10 @@ async fn receive_batch(s: &Shared, headers: &HeaderMap, body: Body) -> (BatchOut
         (BatchOutcome::TooLarge, error(StatusCode::PAYLOAD_TOO_LARGE, message))
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > s.max_body) {
-        return too_large();
-    }
-    let body = match axum::body::to_bytes(body, s.max_body).await {
+    let body = match read_body(body, s.max_body, declared).await {
         Ok(body) => body,
-        Err(e) if is_length_limit(&e) => return too_large(),
-        Err(e) => {
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Read(e)) => {
             return (BatchOutcome::Malformed, error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")));
         }
     };
@@ -209,15 +207,43 @@ fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
     (line_start + column.saturating_sub(1)).min(body.len())
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.to_string().contains("length limit exceeded") {
-            return true;
-        }
-        cause = c.source();
+/// Why a body was not read.
+enum BodyError {
+    /// Over the limit.
+    TooLarge,
+    /// The connection failed or the client gave up.
+    Read(axum::Error),
+}
+
+/// A body larger than this many times the limit is not drained before the 413: the connection is
+/// closed on the client instead.
+const DRAIN_FACTOR: usize = 4;
+
+/// Reads the body, up to `limit` bytes. A larger body is still read to its end (and thrown away)
+/// when it is not absurdly large, so that the client, which sends the whole body before it reads
+/// the answer, receives the 413 instead of a reset connection.
+async fn read_body(body: Body, limit: usize, declared: Option<usize>) -> Result<Bytes, BodyError> {
+    let drain_limit = limit.saturating_mul(DRAIN_FACTOR);
+    if declared.is_some_and(|n| n > drain_limit) {
+        return Err(BodyError::TooLarge);
     }
-    false
+    let mut stream = body.into_data_stream();
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyError::Read)?;
+        total += chunk.len();
+        if total > drain_limit {
+            return Err(BodyError::TooLarge);
+        }
+        if total <= limit {
+            buffer.extend_from_slice(&chunk);
+        }
+    }
+    if total > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(Bytes::from(buffer))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,171 @@
+//! The simulator end to end: its events look like a real API server's, its ground truth is what
+//! the analyses find, it posts through the real webhook path, and the demo runs.
+
+mod common;
+#[path = "common/server.rs"]
+mod server;
+
+use std::path::Path;
+
+use common::*;
+use serde_json::Value;
+use server::TestServer;
+
+fn simulate(dir: &Path, scenario: &str, seed: &str) -> (std::path::PathBuf, Value) {
+    let out = dir.join(format!("{scenario}.log"));
+    let truth = dir.join(format!("{scenario}.truth.json"));
+    let output = kubestep(
+        &[
+            "simulate",
+            "--scenario",
+            scenario,
+            "--seed",
+            seed,
+            "--out",
+            &out.display().to_string(),
+            "--truth",
+            &truth.display().to_string(),
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
+    (out, truth)
+}
+
+fn is_micro_time(v: &Value) -> bool {
+    let s = v.as_str().unwrap_or("");
+    s.len() == 27 && s.ends_with('Z') && s.as_bytes()[19] == b'.' && s[20..26].bytes().all(|b| b.is_ascii_digit())
+}
+
+#[test]
+fn simulated_events_pass_the_conformance_checks_of_real_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, truth) = simulate(tmp.path(), "mixed", "3");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut levels = std::collections::BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let e: Value = serde_json::from_str(line).unwrap_or_else(|err| panic!("line {}: {err}", n + 1));
+        assert_eq!(e["kind"], "Event");
+        assert_eq!(e["apiVersion"], "audit.k8s.io/v1");
+        for field in [
+            "level",
+            "auditID",
+            "stage",
+            "requestURI",
+            "verb",
+            "user",
+            "sourceIPs",
+            "userAgent",
+            "objectRef",
+            "responseStatus",
+            "annotations",
+        ] {
+            assert!(e.get(field).is_some(), "line {}: no {field}: {line}", n + 1);
+        }
+        assert!(is_micro_time(&e["requestReceivedTimestamp"]), "{line}");
+        assert!(is_micro_time(&e["stageTimestamp"]), "{line}");
+        assert_eq!(e["stage"], "ResponseComplete");
+        let level = e["level"].as_str().unwrap().to_owned();
+        match level.as_str() {
+            "Metadata" => {
+                assert!(e.get("requestObject").is_none() && e.get("responseObject").is_none(), "{line}");
+            }
+            "RequestResponse" => {
+                assert!(e.get("requestObject").is_some(), "{line}");
+                assert!(e.get("responseObject").is_some(), "{line}");
+            }
+            other => panic!("unexpected level {other}"),
+        }
+        let code = e["responseStatus"]["code"].as_u64().unwrap();
+        if code >= 400 {
+            assert!(e["responseStatus"]["reason"].is_string(), "failures carry a reason: {line}");
+        }
+        *levels.entry(level).or_insert(0) += 1;
+    }
+    assert_eq!(text.lines().count() as u64, truth["events"].as_u64().unwrap());
+    assert!(levels["Metadata"] > 100 && levels["RequestResponse"] > 100, "{levels:?}");
+}
+
+#[test]
+fn the_ground_truth_is_what_analyze_finds() {
+    let tmp = tempfile::tempdir().unwrap();
+    for scenario in ["rollout", "operator", "hot-loop", "fight", "conflicts", "slow", "mixed"] {
+        let (log, truth) = simulate(tmp.path(), scenario, "5");
+        let data = tmp.path().join(format!("data-{scenario}"));
+        let output = import(&data, &[&log], &["-q", "--session", scenario]);
+        assert!(output.status.success(), "{scenario}: {:?}", text(&output));
+        let output = kubestep(&["analyze", scenario, "-d", &data.display().to_string(), "--format", "json"], None);
+        assert!(output.status.success(), "{scenario}: {:?}", text(&output));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["total_operations"], truth["events"], "{scenario}");
+        assert_eq!(report["slow_operations_total"], truth["slow_operations"], "{scenario}: slow");
+        let errors: u64 = truth["errors"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(report["errors"]["total"].as_u64().unwrap(), errors, "{scenario}: errors");
+        for status in report["errors"]["by_status"].as_array().unwrap() {
+            let code = status["status_code"].as_u64().unwrap().to_string();
+            assert_eq!(status["count"], truth["errors"][&code], "{scenario}: status {code}");
+        }
+        for hot in truth["hot_loops"].as_array().unwrap() {
+            let object = format!("ConfigMap {}/{}", hot["namespace"].as_str().unwrap(), hot["name"].as_str().unwrap());
+            let found = report["loops_detected"].as_array().into_iter().flatten().any(|l| {
+                l["repeat_count"].as_u64() >= hot["writes"].as_u64()
+                    && l["pattern"] == serde_json::json!([format!("GET {object}"), format!("UPDATE {object}")])
+            });
+            assert!(found, "{scenario}: the hot loop on {object} is a loop: {}", report["loops_detected"]);
+        }
+    }
+}
+
+#[test]
+fn posting_to_the_webhook_stores_every_event_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = TestServer::start(&data, &["--session", "posted"]);
+    let truth_file = tmp.path().join("truth.json");
+    let output = kubestep(
+        &[
+            "simulate",
+            "--scenario",
+            "mixed",
+            "--events",
+            "3000",
+            "--to",
+            &format!("{}/audit", server.base),
+            "--batch-size",
+            "100",
+            "--truth",
+            &truth_file.display().to_string(),
+        ],
+        None,
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+    assert!(text(&output).1.contains("events/s"), "{:?}", text(&output));
+    assert_eq!(server.terminate(), Some(0));
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(&truth_file).unwrap()).unwrap();
+    assert_eq!(
+        count(&data, "SELECT count(*) FROM operations WHERE session_id = 'posted'"),
+        truth["events"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn the_demo_runs_from_nothing_to_an_analysis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("demo");
+    let output = kubestep(&["demo", "-d", &data.display().to_string(), "--events", "2000"], None);
+    let (out, err) = text(&output);
+    assert!(output.status.success(), "{out}\n{err}");
+    for expected in [
+        "$ kubestep sessions",
+        "=== Loop Detection ===",
+        "=== Slow Operations ===",
+        "=== Error Analysis ===",
+        "Explore further",
+    ] {
+        assert!(out.contains(expected), "{expected}: {out}");
+    }
+    assert!(out.contains("\ndemo "), "the demo session is listed: {out}");
+    let again = kubestep(&["demo", "-d", &data.display().to_string()], None);
+    assert_eq!(again.status.code(), Some(1), "a used directory is refused");
+}

@@ -169,13 +169,13 @@ fn main() {
         let sessions = time(|| {
             runtime.block_on(kubestep_query::sessions::sessions(&ctx)).expect("sessions");
         });
+        // The seed's sections, which the DuckDB script mirrors.
         let options = AnalyzeOptions {
-            slow: true,
-            loops: true,
-            errors: true,
-            threshold_ms: 1000,
-            include_watch: false,
-            window: 10,
+            hot_loops: false,
+            fights: false,
+            conflicts: false,
+            requeues: false,
+            ..AnalyzeOptions::all()
         };
         let analyze = time(|| {
             runtime.block_on(analyze(&ctx, SESSION, &options)).expect("analyze");

@@ -169,3 +169,72 @@ fn the_demo_runs_from_nothing_to_an_analysis() {
     let again = kubestep(&["demo", "-d", &data.display().to_string()], None);
     assert_eq!(again.status.code(), Some(1), "a used directory is refused");
 }
+
+fn objects(list: &Value, actor_key: &str) -> std::collections::BTreeSet<(String, String, String, String)> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|x| {
+            let s = |k: &str| x[k].as_str().unwrap_or("").to_owned();
+            (if actor_key.is_empty() { String::new() } else { s(actor_key) }, s("kind"), s("namespace"), s("name"))
+        })
+        .collect()
+}
+
+#[test]
+fn hot_loops_fights_and_conflict_storms_match_the_ground_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    for scenario in ["hot-loop", "fight", "conflicts", "mixed"] {
+        let (log, truth) = simulate(tmp.path(), scenario, "11");
+        let data = tmp.path().join(format!("behaviour-{scenario}"));
+        assert!(import(&data, &[&log], &["-q", "--session", "s"]).status.success());
+        let output = kubestep(&["analyze", "s", "-d", &data.display().to_string(), "--format", "json"], None);
+        assert!(output.status.success(), "{scenario}: {:?}", text(&output));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+        assert_eq!(
+            objects(&report["hot_loops"], "actor_id"),
+            objects(&truth["hot_loops"], "actor"),
+            "{scenario}: hot loops"
+        );
+        for expected in truth["hot_loops"].as_array().unwrap() {
+            let found = report["hot_loops"].as_array().unwrap().iter().find(|h| h["name"] == expected["name"]).unwrap();
+            assert!(found["writes"].as_u64() >= expected["writes"].as_u64(), "{scenario}: {found}");
+            assert_eq!(found["class"], expected["class"], "{scenario}: {found}");
+        }
+
+        assert_eq!(objects(&report["fights"], ""), objects(&truth["fights"], ""), "{scenario}: fights");
+        for expected in truth["fights"].as_array().unwrap() {
+            let found = report["fights"].as_array().unwrap().iter().find(|f| f["name"] == expected["name"]).unwrap();
+            let mut actors: Vec<&str> =
+                found["actors"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+            let mut wanted: Vec<&str> =
+                expected["actors"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+            actors.sort();
+            wanted.sort();
+            assert_eq!(actors, wanted, "{scenario}: {found}");
+            let field = &found["fields"][0];
+            assert_eq!(field["path"], expected["field"], "{scenario}: {found}");
+            let mut values: Vec<String> =
+                field["values"].as_array().unwrap().iter().map(|v| v["value"].to_string()).collect();
+            values.sort();
+            let mut expected_values: Vec<String> =
+                expected["values"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+            expected_values.sort();
+            assert_eq!(values, expected_values, "{scenario}: {found}");
+            assert!(field["flips"].as_u64().unwrap() + 1 >= expected["flips"].as_u64().unwrap(), "{scenario}: {found}");
+        }
+
+        assert_eq!(
+            objects(&report["conflicts"], "actor_id"),
+            objects(&truth["conflict_storms"], "actor"),
+            "{scenario}: storms"
+        );
+        for expected in truth["conflict_storms"].as_array().unwrap() {
+            let found = report["conflicts"].as_array().unwrap().iter().find(|c| c["name"] == expected["name"]).unwrap();
+            assert_eq!(found["conflicts"], expected["conflicts"], "{scenario}: {found}");
+            assert_eq!(found["recovered"], expected["recovered"], "{scenario}: {found}");
+            assert!(found["max_versions_behind"].as_u64().unwrap() >= 1, "{scenario}: {found}");
+        }
+    }
+}

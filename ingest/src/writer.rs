@@ -160,11 +160,12 @@ pub fn writer_properties() -> WriterProperties {
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_sorting_columns(Some(vec![SortingColumn {
-            column_idx: sort_column_index(),
-            descending: false,
-            nulls_first: false,
-        }]))
+        .set_sorting_columns(Some(
+            SORT_KEY
+                .iter()
+                .map(|name| SortingColumn { column_idx: column_index(name), descending: false, nulls_first: false })
+                .collect(),
+        ))
         .set_created_by(format!("kubestep {}", env!("CARGO_PKG_VERSION")));
     // JSON documents and unique ids: a dictionary never pays off, and min/max statistics of
     // JSON text prune nothing; both would only cost encoding time.
@@ -191,7 +192,8 @@ pub fn sorted_order(batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>, Arro
             .ok_or_else(|| ArrowError::SchemaError(format!("no column {name}")))?;
         Ok(SortColumn { values: concat(&parts)?, options: None })
     };
-    let indices = lexsort_to_indices(&[key(columns::RECEIVED_AT)?, key(columns::AUDIT_ID)?], None)?;
+    let keys = SORT_KEY.iter().map(|name| key(name)).collect::<Result<Vec<_>, _>>()?;
+    let indices = lexsort_to_indices(&keys, None)?;
     let mut starts = Vec::with_capacity(batches.len());
     let mut total = 0;
     for batch in batches {
@@ -209,9 +211,12 @@ pub fn sorted_order(batches: &[RecordBatch]) -> Result<Vec<(usize, usize)>, Arro
         .collect())
 }
 
-fn sort_column_index() -> i32 {
+/// The order of the rows in every file: the order of a session.
+pub const SORT_KEY: [&str; 3] = [columns::RECEIVED_AT, columns::AUDIT_ID, columns::STAGE];
+
+fn column_index(name: &str) -> i32 {
     let schema = kubestep_schemas::file_schema();
-    schema.index_of(columns::RECEIVED_AT).map_or(0, |i| i as i32)
+    schema.index_of(name).map_or(0, |i| i as i32)
 }
 
 /// Creates `dir` and any missing parents, fsyncing each parent whose entry list changed, so that

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::QueryError;
+use crate::behaviour::{self, BehaviourOptions, ConflictStorm, Fight, HotLoop, Requeue};
 use crate::context::{collect, frame};
 use crate::loops::{Loop, LoopDetector};
 use crate::values::{Floats, Ints, Micros, Strings, format_time};
@@ -42,6 +43,35 @@ pub struct AnalyzeOptions {
     pub include_watch: bool,
     /// Longest loop period looked for.
     pub window: usize,
+    /// Hot loops: one actor writing one object over and over.
+    pub hot_loops: bool,
+    /// Fights: actors taking turns setting a field to different values.
+    pub fights: bool,
+    /// Conflict storms: repeated 409s.
+    pub conflicts: bool,
+    /// Error requeue loops: the same failure again and again.
+    pub requeues: bool,
+    /// Thresholds of those four.
+    pub behaviour: BehaviourOptions,
+}
+
+impl AnalyzeOptions {
+    /// Every section, with the default thresholds.
+    pub fn all() -> Self {
+        AnalyzeOptions {
+            slow: true,
+            loops: true,
+            errors: true,
+            threshold_ms: 1000,
+            include_watch: false,
+            window: 10,
+            hot_loops: true,
+            fights: true,
+            conflicts: true,
+            requeues: true,
+            behaviour: BehaviourOptions::default(),
+        }
+    }
 }
 
 /// An operation that took at least the threshold.
@@ -151,6 +181,18 @@ pub struct AnalysisReport {
     /// All loops, when that section was asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub loops_total: Option<u64>,
+    /// Hot loops, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_loops: Option<Vec<HotLoop>>,
+    /// Fights, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fights: Option<Vec<Fight>>,
+    /// Conflict storms, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflicts: Option<Vec<ConflictStorm>>,
+    /// Error requeue loops, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requeues: Option<Vec<Requeue>>,
 }
 
 /// `Kind/namespace/name`, as the seed wrote it (an empty namespace gives `Kind//name`).
@@ -184,6 +226,10 @@ pub async fn analyze(
         slow_operations_total: None,
         loop_window: None,
         loops_total: None,
+        hot_loops: None,
+        fights: None,
+        conflicts: None,
+        requeues: None,
     };
     if options.slow {
         let (slow, total) = slow_operations(ctx, session, options).await?;
@@ -199,6 +245,19 @@ pub async fn analyze(
     }
     if options.errors {
         report.errors = Some(errors(ctx, session).await?);
+    }
+    let b = &options.behaviour;
+    if options.hot_loops {
+        report.hot_loops = Some(behaviour::hot_loops(ctx, session, b).await?);
+    }
+    if options.fights {
+        report.fights = Some(behaviour::fights(ctx, session, b).await?);
+    }
+    if options.conflicts {
+        report.conflicts = Some(behaviour::conflict_storms(ctx, session, b).await?);
+    }
+    if options.requeues {
+        report.requeues = Some(behaviour::requeues(ctx, session, b).await?);
     }
     Ok(report)
 }

@@ -109,7 +109,14 @@ pub async fn open_recording(root: &Path) -> Result<SessionContext, QueryError> {
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(partition_cols)
-        .with_file_sort_order(vec![vec![col(columns::RECEIVED_AT).sort(true, false)]]);
+        // Every file is sorted by the session order (the writer's SORT_KEY), so windows over a
+        // session merge sorted files instead of sorting them.
+        .with_file_sort_order(vec![vec![
+            col(columns::SESSION_ID).sort(true, false),
+            col(columns::RECEIVED_AT).sort(true, false),
+            col(columns::AUDIT_ID).sort(true, false),
+            col(columns::STAGE).sort(true, false),
+        ]]);
     let table_config = ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema());
     let table = ListingTable::try_new(table_config)?;
     ctx.register_table(OPERATIONS_TABLE, Arc::new(table))?;

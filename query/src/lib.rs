@@ -10,11 +10,13 @@
 //! - [`sessions`]: one summary row per session;
 //! - [`replay`]: a session's steps in order, streamed, with filters and the objects of a step;
 //! - [`diff`]: what a write changed in its object, as field paths;
-//! - [`analyze`]: slow operations and errors (SQL) and loops ([`loops`], one streaming pass).
+//! - [`analyze`]: slow operations and errors (SQL) and loops ([`loops`], one streaming pass);
+//! - [`behaviour`]: hot loops, fights, conflict storms and error requeue loops.
 //!
 //! Report types derive `serde::Serialize`; which format to print is the binary's business.
 
 pub mod analyze;
+pub mod behaviour;
 pub mod context;
 pub mod diff;
 pub mod loops;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use kubestep_query::analyze::{AnalysisReport, AnalyzeOptions, analyze};
+use kubestep_query::behaviour::BehaviourOptions;
 use kubestep_query::context::ensure_session;
 
 use crate::{DataDir, OutputFormat, block_on, open};
@@ -40,6 +41,36 @@ pub struct AnalyzeArgs {
     /// Leave out errors.
     #[arg(long)]
     no_errors: bool,
+    /// Only the selected sections (hot loops: one actor writing one object over and over).
+    #[arg(long)]
+    hot_loops: bool,
+    /// Only the selected sections (fights: actors flipping a field back and forth).
+    #[arg(long)]
+    fights: bool,
+    /// Only the selected sections (conflict storms: repeated 409s).
+    #[arg(long)]
+    conflicts: bool,
+    /// Only the selected sections (error requeue loops: the same failure again and again).
+    #[arg(long)]
+    requeues: bool,
+    /// Leave out hot loops.
+    #[arg(long)]
+    no_hot_loops: bool,
+    /// Leave out fights.
+    #[arg(long)]
+    no_fights: bool,
+    /// Leave out conflict storms.
+    #[arg(long)]
+    no_conflicts: bool,
+    /// Leave out error requeue loops.
+    #[arg(long)]
+    no_requeues: bool,
+    /// A hot loop is at least this many writes of one actor to one object...
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    hot_writes: u64,
+    /// ... within this long (also the longest pause between two turns of a fight).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    hot_window: std::time::Duration,
     /// An operation taking at least this many milliseconds is slow.
     #[arg(short = 't', long, value_name = "MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -61,14 +92,25 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
     let Some(session) = args.session.clone().or(args.session_flag.clone()) else {
         bail!("which session? `kubestep analyze SESSION` (`kubestep sessions` lists them)");
     };
-    let any_selected = args.slow || args.loops || args.errors;
+    let any_selected =
+        args.slow || args.loops || args.errors || args.hot_loops || args.fights || args.conflicts || args.requeues;
+    let on = |selected: bool, dropped: bool| (!any_selected || selected) && !dropped;
     let options = AnalyzeOptions {
-        slow: (!any_selected || args.slow) && !args.no_slow,
-        loops: (!any_selected || args.loops) && !args.no_loops,
-        errors: (!any_selected || args.errors) && !args.no_errors,
+        slow: on(args.slow, args.no_slow),
+        loops: on(args.loops, args.no_loops),
+        errors: on(args.errors, args.no_errors),
         threshold_ms: args.threshold,
         include_watch: args.include_watch,
         window: args.window as usize,
+        hot_loops: on(args.hot_loops, args.no_hot_loops),
+        fights: on(args.fights, args.no_fights),
+        conflicts: on(args.conflicts, args.no_conflicts),
+        requeues: on(args.requeues, args.no_requeues),
+        behaviour: BehaviourOptions {
+            hot_writes: args.hot_writes.max(2),
+            hot_window_s: args.hot_window.as_secs().max(1),
+            ..BehaviourOptions::default()
+        },
     };
     block_on(async {
         let ctx = open(&args.data).await?;
@@ -129,6 +171,112 @@ pub(crate) fn render_text(r: &AnalysisReport, options: &AnalyzeOptions) -> Strin
             }
             more(&mut out, total, LISTED.min(r.slow_operations.len()));
         }
+        out.push('\n');
+    }
+    if let Some(hot) = &r.hot_loops {
+        out.push_str("=== Hot Loops ===\n");
+        if hot.is_empty() {
+            out.push_str(&format!(
+                "No actor wrote one object {} times within {}s\n",
+                options.behaviour.hot_writes, options.behaviour.hot_window_s
+            ));
+        }
+        for h in hot.iter().take(LISTED) {
+            out.push_str(&format!(
+                "  {} -> {} {}/{}: {} writes ({} within {}s, {:.1}/min) from {} to {}: {} ({} spec, {} status, {} no-op)\n",
+                h.actor_id,
+                h.kind,
+                h.namespace,
+                h.name,
+                h.writes,
+                h.peak_in_window,
+                options.behaviour.hot_window_s,
+                h.per_minute,
+                h.first_at,
+                h.last_at,
+                match h.class.as_str() {
+                    "no-op" => "no-op writes (only the resourceVersion moved)",
+                    "status" => "status-only churn",
+                    _ => "spec changes",
+                },
+                h.spec_writes,
+                h.status_writes,
+                h.noop_writes
+            ));
+            if !h.recurring_fields.is_empty() {
+                let fields: Vec<String> =
+                    h.recurring_fields.iter().map(|f| format!("{} ({}x)", f.path, f.count)).collect();
+                out.push_str(&format!("      changing again and again: {}\n", fields.join(", ")));
+            }
+        }
+        more(&mut out, hot.len() as u64, LISTED.min(hot.len()));
+        out.push('\n');
+    }
+    if let Some(fights) = &r.fights {
+        out.push_str("=== Fights ===\n");
+        if fights.is_empty() {
+            out.push_str("No actors fighting over a field\n");
+        }
+        for f in fights.iter().take(LISTED) {
+            out.push_str(&format!(
+                "  {} {}/{}: {} take turns ({} turns, {} to {})\n",
+                f.kind,
+                f.namespace,
+                f.name,
+                f.actors.join(" vs "),
+                f.turns,
+                f.first_at,
+                f.last_at
+            ));
+            for field in f.fields.iter().take(5) {
+                let values: Vec<String> =
+                    field.values.iter().map(|v| format!("{} ({})", v.value, v.actors.join(", "))).collect();
+                out.push_str(&format!("      {}: {}, {} flips\n", field.path, values.join(" <-> "), field.flips));
+            }
+        }
+        more(&mut out, fights.len() as u64, LISTED.min(fights.len()));
+        out.push('\n');
+    }
+    if let Some(storms) = &r.conflicts {
+        out.push_str("=== Conflict Storms ===\n");
+        if storms.is_empty() {
+            out.push_str("No repeated 409 Conflicts\n");
+        }
+        for c in storms.iter().take(LISTED) {
+            out.push_str(&format!(
+                "  {} -> {} {}/{}: {} conflicts [{}-{}], base version up to {} versions behind, replaced up to {}ms before; {}\n",
+                c.actor_id,
+                c.kind,
+                c.namespace,
+                c.name,
+                c.conflicts,
+                c.first_index,
+                c.last_index,
+                c.max_versions_behind,
+                c.max_ms_since_replaced,
+                if c.recovered { "recovered (a later write succeeded)" } else { "never recovered" }
+            ));
+        }
+        more(&mut out, storms.len() as u64, LISTED.min(storms.len()));
+        out.push('\n');
+    }
+    if let Some(requeues) = &r.requeues {
+        out.push_str("=== Error Requeue Loops ===\n");
+        if requeues.is_empty() {
+            out.push_str("No failure repeated for the same actor and object\n");
+        }
+        for q in requeues.iter().take(LISTED) {
+            let object = if q.name.is_empty() {
+                format!("{} {}/*", q.kind, q.namespace)
+            } else {
+                format!("{} {}/{}", q.kind, q.namespace, q.name)
+            };
+            out.push_str(&format!(
+                "  {} -> {object}: {} x {} (every {:.1}s on average): {}\n",
+                q.actor_id, q.status_code, q.attempts, q.mean_interval_s, q.error
+            ));
+        }
+        more(&mut out, requeues.len() as u64, LISTED.min(requeues.len()));
         out.push('\n');
     }
     if let Some(e) = &r.errors {

@@ -98,14 +98,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("$ kubestep sessions");
         super::sessions::print(&ctx, crate::OutputFormat::Text).await?;
         println!("\n$ kubestep analyze {SESSION}");
-        let options = kubestep_query::analyze::AnalyzeOptions {
-            slow: true,
-            loops: true,
-            errors: true,
-            threshold_ms: 1000,
-            include_watch: false,
-            window: 10,
-        };
+        let options = kubestep_query::analyze::AnalyzeOptions::all();
         let report = kubestep_query::analyze::analyze(&ctx, SESSION, &options).await?;
         print!("{}", super::analyze::render_text(&report, &options));
         anyhow::Ok(())

@@ -1,0 +1,530 @@
+//! What the controllers did wrong: hot loops, fights, conflict storms and error requeue loops.
+//!
+//! Candidates come from SQL (`hot_loops.sql`, `fight_candidates.sql`, `conflict_storms.sql`,
+//! `error_requeues.sql`); each candidate object's writes are then read in order
+//! (`object_writes.sql`) to compare consecutive versions of the object: which fields each write
+//! changed, and which of them flip back and forth between actors.
+
+use std::collections::BTreeMap;
+
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::QueryError;
+use crate::context::collect;
+use crate::diff::diff_objects;
+use crate::values::{Ints, Micros, Strings, format_time};
+
+const HOT_LOOPS_SQL: &str = include_str!("../sql/hot_loops.sql");
+const FIGHT_CANDIDATES_SQL: &str = include_str!("../sql/fight_candidates.sql");
+const CONFLICT_STORMS_SQL: &str = include_str!("../sql/conflict_storms.sql");
+const ERROR_REQUEUES_SQL: &str = include_str!("../sql/error_requeues.sql");
+const OBJECT_WRITES_SQL: &str = include_str!("../sql/object_writes.sql");
+const OBJECT_CONFLICTS_SQL: &str = include_str!("../sql/object_conflicts.sql");
+
+/// Thresholds of the behaviour sections.
+#[derive(Debug, Clone)]
+pub struct BehaviourOptions {
+    /// A hot loop is at least this many writes of one actor to one object...
+    pub hot_writes: u64,
+    /// ... within this many seconds. Also the longest gap between two turns of a fight.
+    pub hot_window_s: u64,
+    /// A fight needs at least this many turns (a write by another actor than the previous one).
+    pub fight_turns: u64,
+    /// A conflict storm is at least this many 409s of one actor on one object.
+    pub conflict_min: u64,
+    /// An error requeue loop is at least this many identical failures.
+    pub requeue_min: u64,
+}
+
+impl Default for BehaviourOptions {
+    fn default() -> Self {
+        Self { hot_writes: 10, hot_window_s: 60, fight_turns: 4, conflict_min: 3, requeue_min: 3 }
+    }
+}
+
+/// A field path and how often it appeared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldCount {
+    /// The path.
+    pub path: String,
+    /// How many writes changed it.
+    pub count: u64,
+}
+
+/// One actor writing one object over and over.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HotLoop {
+    /// The actor.
+    pub actor_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Successful writes in the session.
+    pub writes: u64,
+    /// Most writes within one window.
+    pub peak_in_window: u64,
+    /// Writes per minute between the first and the last.
+    pub per_minute: f64,
+    /// First write.
+    pub first_at: String,
+    /// Last write.
+    pub last_at: String,
+    /// `spec` (the generation moved or non-status fields changed), `status` (only status
+    /// changed), or `no-op` (nothing but bookkeeping changed): the most common kind of write.
+    pub class: String,
+    /// Writes that changed the spec.
+    pub spec_writes: u64,
+    /// Writes that changed only status.
+    pub status_writes: u64,
+    /// Writes that changed nothing.
+    pub noop_writes: u64,
+    /// Field paths changed by more than one of the writes, most frequent first.
+    pub recurring_fields: Vec<FieldCount>,
+}
+
+/// A value of a contested field, and who set it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContestedValue {
+    /// The value, as JSON.
+    pub value: Value,
+    /// The actors that set it.
+    pub actors: Vec<String>,
+    /// How many writes set it.
+    pub count: u64,
+}
+
+/// A field two actors keep setting to different values.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlippingField {
+    /// The path.
+    pub path: String,
+    /// Changes of the field by another actor than the one that changed it last.
+    pub flips: u64,
+    /// The values, most often set first.
+    pub values: Vec<ContestedValue>,
+}
+
+/// Two or more actors taking turns on one object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fight {
+    /// Kind.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The actors, in the order they first changed a contested field.
+    pub actors: Vec<String>,
+    /// Writes by another actor than the previous writer.
+    pub turns: u64,
+    /// The fields that flip.
+    pub fields: Vec<FlippingField>,
+    /// First write.
+    pub first_at: String,
+    /// Last write.
+    pub last_at: String,
+}
+
+/// Repeated 409s of one actor on one object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConflictStorm {
+    /// The actor.
+    pub actor_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// 409 answers.
+    pub conflicts: u64,
+    /// Index of the first.
+    pub first_index: u64,
+    /// Index of the last.
+    pub last_index: u64,
+    /// The most versions the object had moved past the version an attempt was based on.
+    pub max_versions_behind: u64,
+    /// The longest time (ms) an attempt's base version had already been replaced.
+    pub max_ms_since_replaced: u64,
+    /// Whether the actor wrote the object successfully after its last conflict.
+    pub recovered: bool,
+    /// First conflict.
+    pub first_at: String,
+    /// Last conflict.
+    pub last_at: String,
+}
+
+/// The same failure for the same actor and object, again and again.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Requeue {
+    /// The actor.
+    pub actor_id: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name (empty for collections).
+    pub name: String,
+    /// HTTP status.
+    pub status_code: i64,
+    /// Attempts.
+    pub attempts: u64,
+    /// Mean seconds between attempts.
+    pub mean_interval_s: f64,
+    /// First attempt.
+    pub first_at: String,
+    /// Last attempt.
+    pub last_at: String,
+    /// The error message.
+    pub error: String,
+}
+
+fn fill(sql: &str, values: &[(&str, u64)]) -> String {
+    values.iter().fold(sql.to_owned(), |s, (name, value)| s.replace(&format!("{{{name}}}"), &value.to_string()))
+}
+
+/// One successful write, as the comparisons need it.
+struct Write {
+    index: u64,
+    actor: String,
+    generation: Option<i64>,
+    object: Option<String>,
+}
+
+async fn object_writes(
+    ctx: &SessionContext,
+    session: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<Write>, QueryError> {
+    let params = vec![
+        ScalarValue::from(session),
+        ScalarValue::from(kind),
+        ScalarValue::from(namespace),
+        ScalarValue::from(name),
+    ];
+    let mut out = Vec::new();
+    for batch in collect(ctx, OBJECT_WRITES_SQL, params).await? {
+        let index = Ints::of(&batch, "index")?;
+        let actor = Strings::of(&batch, "actor_id")?;
+        let generation = Ints::of(&batch, "generation")?;
+        let object = Strings::of(&batch, "response_object")?;
+        for row in 0..batch.num_rows() {
+            out.push(Write {
+                index: index.get(row).unwrap_or(0).max(0) as u64,
+                actor: actor.text(row),
+                generation: generation.get(row),
+                object: object.owned(row),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Hot loops of `session`.
+pub async fn hot_loops(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<HotLoop>, QueryError> {
+    let sql = fill(HOT_LOOPS_SQL, &[("hot_window_seconds", o.hot_window_s), ("hot_writes", o.hot_writes)]);
+    let mut loops = Vec::new();
+    for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
+        let (actor, kind, ns, name) = (
+            Strings::of(&batch, "actor_id")?,
+            Strings::of(&batch, "kind")?,
+            Strings::of(&batch, "namespace")?,
+            Strings::of(&batch, "name")?,
+        );
+        let (writes, peak) = (Ints::of(&batch, "writes")?, Ints::of(&batch, "peak_in_window")?);
+        let (first, last) = (Micros::of(&batch, "first_at")?, Micros::of(&batch, "last_at")?);
+        for row in 0..batch.num_rows() {
+            let writes = writes.get(row).unwrap_or(0).max(0) as u64;
+            let (first_us, last_us) = (first.get(row).unwrap_or(0), last.get(row).unwrap_or(0));
+            let minutes = ((last_us - first_us) as f64 / 60e6).max(1.0 / 60.0);
+            loops.push(HotLoop {
+                actor_id: actor.text(row),
+                kind: kind.text(row),
+                namespace: ns.text(row),
+                name: name.text(row),
+                writes,
+                peak_in_window: peak.get(row).unwrap_or(0).max(0) as u64,
+                per_minute: (writes.saturating_sub(1) as f64 / minutes * 10.0).round() / 10.0,
+                first_at: format_time(first_us),
+                last_at: format_time(last_us),
+                class: String::new(),
+                spec_writes: 0,
+                status_writes: 0,
+                noop_writes: 0,
+                recurring_fields: Vec::new(),
+            });
+        }
+    }
+    for hot in &mut loops {
+        classify(hot, &object_writes(ctx, session, &hot.kind, &hot.namespace, &hot.name).await?);
+    }
+    Ok(loops)
+}
+
+/// Sorts each of the loop's writes into spec, status or no-op by comparing it with the version
+/// before it (written by anyone).
+fn classify(hot: &mut HotLoop, writes: &[Write]) {
+    let mut fields: BTreeMap<String, u64> = BTreeMap::new();
+    for pair in writes.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        if after.actor != hot.actor_id {
+            continue;
+        }
+        let changes = match (&before.object, &after.object) {
+            (Some(a), Some(b)) => diff_objects(a, b, false).unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        for change in &changes {
+            *fields.entry(change.path.clone()).or_default() += 1;
+        }
+        let generation_moved = before.generation.is_some() && before.generation != after.generation;
+        if generation_moved || changes.iter().any(|c| !c.path.starts_with("status")) {
+            hot.spec_writes += 1;
+        } else if changes.is_empty() {
+            hot.noop_writes += 1;
+        } else {
+            hot.status_writes += 1;
+        }
+    }
+    let counts = [(hot.spec_writes, "spec"), (hot.status_writes, "status"), (hot.noop_writes, "no-op")];
+    hot.class = counts.iter().max_by_key(|(n, _)| *n).map_or("no-op", |(_, c)| *c).to_owned();
+    let mut recurring: Vec<FieldCount> =
+        fields.into_iter().filter(|(_, n)| *n > 1).map(|(path, count)| FieldCount { path, count }).collect();
+    recurring.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
+    recurring.truncate(10);
+    hot.recurring_fields = recurring;
+}
+
+/// Fights of `session`.
+pub async fn fights(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<Fight>, QueryError> {
+    let sql = fill(FIGHT_CANDIDATES_SQL, &[("window_seconds", o.hot_window_s), ("min_turns", o.fight_turns)]);
+    let mut candidates = Vec::new();
+    for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
+        let (kind, ns, name) =
+            (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
+        let turns = Ints::of(&batch, "turns")?;
+        let (first, last) = (Micros::of(&batch, "first_at")?, Micros::of(&batch, "last_at")?);
+        for row in 0..batch.num_rows() {
+            candidates.push((
+                kind.text(row),
+                ns.text(row),
+                name.text(row),
+                turns.get(row).unwrap_or(0).max(0) as u64,
+                first.get(row).unwrap_or(0),
+                last.get(row).unwrap_or(0),
+            ));
+        }
+    }
+    let mut fights = Vec::new();
+    for (kind, namespace, name, turns, first, last) in candidates {
+        let writes = object_writes(ctx, session, &kind, &namespace, &name).await?;
+        let (fields, actors) = flipping_fields(&writes);
+        if fields.is_empty() {
+            continue;
+        }
+        fights.push(Fight {
+            kind,
+            namespace,
+            name,
+            actors,
+            turns,
+            fields,
+            first_at: format_time(first),
+            last_at: format_time(last),
+        });
+    }
+    Ok(fights)
+}
+
+/// The fields changed, in turn, by different actors to different values.
+fn flipping_fields(writes: &[Write]) -> (Vec<FlippingField>, Vec<String>) {
+    struct Track {
+        last_actor: String,
+        flips: u64,
+        values: Vec<ContestedValue>,
+    }
+    let mut tracks: BTreeMap<String, Track> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    for pair in writes.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        let (Some(a), Some(b)) = (&before.object, &after.object) else { continue };
+        let Ok(changes) = diff_objects(a, b, false) else { continue };
+        for change in changes.into_iter().filter(|c| !c.path.starts_with("status")) {
+            let value = change.new.clone().unwrap_or(Value::Null);
+            let track = tracks.entry(change.path.clone()).or_insert_with(|| Track {
+                last_actor: String::new(),
+                flips: 0,
+                values: Vec::new(),
+            });
+            if !track.last_actor.is_empty() && track.last_actor != after.actor {
+                track.flips += 1;
+            }
+            track.last_actor.clone_from(&after.actor);
+            match track.values.iter_mut().find(|v| v.value == value) {
+                Some(v) => {
+                    v.count += 1;
+                    if !v.actors.contains(&after.actor) {
+                        v.actors.push(after.actor.clone());
+                    }
+                }
+                None => track.values.push(ContestedValue { value, actors: vec![after.actor.clone()], count: 1 }),
+            }
+        }
+    }
+    let mut fields = Vec::new();
+    for (path, mut track) in tracks {
+        let setters: std::collections::BTreeSet<&String> = track.values.iter().flat_map(|v| &v.actors).collect();
+        // A fight goes back and forth: some value comes back. A counter (metadata.generation)
+        // moves on and never flips.
+        let returns = track.values.iter().any(|v| v.count >= 2);
+        if track.flips < 2 || track.values.len() < 2 || setters.len() < 2 || !returns {
+            continue;
+        }
+        for v in &track.values {
+            for actor in &v.actors {
+                if !order.contains(actor) {
+                    order.push(actor.clone());
+                }
+            }
+        }
+        track.values.sort_by_key(|v| std::cmp::Reverse(v.count));
+        fields.push(FlippingField { path, flips: track.flips, values: track.values });
+    }
+    fields.sort_by(|a, b| b.flips.cmp(&a.flips).then_with(|| a.path.cmp(&b.path)));
+    (fields, order)
+}
+
+/// Conflict storms of `session`.
+pub async fn conflict_storms(
+    ctx: &SessionContext,
+    session: &str,
+    o: &BehaviourOptions,
+) -> Result<Vec<ConflictStorm>, QueryError> {
+    let params = vec![ScalarValue::from(session), ScalarValue::Int64(Some(o.conflict_min as i64))];
+    let mut storms = Vec::new();
+    for batch in collect(ctx, CONFLICT_STORMS_SQL, params).await? {
+        let (actor, kind, ns, name) = (
+            Strings::of(&batch, "actor_id")?,
+            Strings::of(&batch, "kind")?,
+            Strings::of(&batch, "namespace")?,
+            Strings::of(&batch, "name")?,
+        );
+        let (count, first_index, last_index) =
+            (Ints::of(&batch, "conflicts")?, Ints::of(&batch, "first_index")?, Ints::of(&batch, "last_index")?);
+        let (first, last) = (Micros::of(&batch, "first_at")?, Micros::of(&batch, "last_at")?);
+        for row in 0..batch.num_rows() {
+            storms.push(ConflictStorm {
+                actor_id: actor.text(row),
+                kind: kind.text(row),
+                namespace: ns.text(row),
+                name: name.text(row),
+                conflicts: count.get(row).unwrap_or(0).max(0) as u64,
+                first_index: first_index.get(row).unwrap_or(0).max(0) as u64,
+                last_index: last_index.get(row).unwrap_or(0).max(0) as u64,
+                max_versions_behind: 0,
+                max_ms_since_replaced: 0,
+                recovered: false,
+                first_at: format_time(first.get(row).unwrap_or(0)),
+                last_at: format_time(last.get(row).unwrap_or(0)),
+            });
+        }
+    }
+    for storm in &mut storms {
+        let versions = object_versions(ctx, session, storm).await?;
+        let params = vec![
+            ScalarValue::from(session),
+            ScalarValue::from(storm.kind.as_str()),
+            ScalarValue::from(storm.namespace.as_str()),
+            ScalarValue::from(storm.name.as_str()),
+            ScalarValue::from(storm.actor_id.as_str()),
+        ];
+        for batch in collect(ctx, OBJECT_CONFLICTS_SQL, params).await? {
+            let received = Micros::of(&batch, "received_at")?;
+            let base = Strings::of(&batch, "base_resource_version")?;
+            for row in 0..batch.num_rows() {
+                let at = received.get(row).unwrap_or(0);
+                let Some(sent) = base.get(row) else { continue };
+                // The version sent, then every version produced after it and before this attempt.
+                let Some(position) = versions.iter().rposition(|(rv, t)| rv == sent && *t < at) else { continue };
+                let newer: Vec<&(String, i64)> = versions[position + 1..].iter().filter(|(_, t)| *t < at).collect();
+                storm.max_versions_behind = storm.max_versions_behind.max(newer.len() as u64);
+                if let Some((_, replaced_at)) = newer.first() {
+                    storm.max_ms_since_replaced =
+                        storm.max_ms_since_replaced.max(((at - replaced_at) / 1000).max(0) as u64);
+                }
+            }
+        }
+        let writes = object_writes(ctx, session, &storm.kind, &storm.namespace, &storm.name).await?;
+        storm.recovered = writes.iter().any(|w| w.actor == storm.actor_id && w.index > storm.last_index);
+    }
+    Ok(storms)
+}
+
+/// The versions of the storm's object, in the order they were produced: (resourceVersion, when).
+async fn object_versions(
+    ctx: &SessionContext,
+    session: &str,
+    storm: &ConflictStorm,
+) -> Result<Vec<(String, i64)>, QueryError> {
+    let sql = "SELECT resource_version, completed_at FROM object_versions \
+               WHERE session_id = $1 AND kind = $2 AND coalesce(namespace, '') = $3 AND name = $4 \
+               ORDER BY completed_at";
+    let params = vec![
+        ScalarValue::from(session),
+        ScalarValue::from(storm.kind.as_str()),
+        ScalarValue::from(storm.namespace.as_str()),
+        ScalarValue::from(storm.name.as_str()),
+    ];
+    let mut out = Vec::new();
+    for batch in collect(ctx, sql, params).await? {
+        let (rv, at) = (Strings::of(&batch, "resource_version")?, Micros::of(&batch, "completed_at")?);
+        for row in 0..batch.num_rows() {
+            out.push((rv.text(row), at.get(row).unwrap_or(0)));
+        }
+    }
+    Ok(out)
+}
+
+/// Error requeue loops of `session`.
+pub async fn requeues(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<Requeue>, QueryError> {
+    let params = vec![ScalarValue::from(session), ScalarValue::Int64(Some(o.requeue_min as i64))];
+    let mut out = Vec::new();
+    for batch in collect(ctx, ERROR_REQUEUES_SQL, params).await? {
+        let (actor, kind, ns, name) = (
+            Strings::of(&batch, "actor_id")?,
+            Strings::of(&batch, "kind")?,
+            Strings::of(&batch, "namespace")?,
+            Strings::of(&batch, "name")?,
+        );
+        let (code, attempts, error) =
+            (Ints::of(&batch, "status_code")?, Ints::of(&batch, "attempts")?, Strings::of(&batch, "error")?);
+        let (first, last) = (Micros::of(&batch, "first_at")?, Micros::of(&batch, "last_at")?);
+        for row in 0..batch.num_rows() {
+            let attempts = attempts.get(row).unwrap_or(0).max(0) as u64;
+            let (first_us, last_us) = (first.get(row).unwrap_or(0), last.get(row).unwrap_or(0));
+            out.push(Requeue {
+                actor_id: actor.text(row),
+                kind: kind.text(row),
+                namespace: ns.text(row),
+                name: name.text(row),
+                status_code: code.get(row).unwrap_or(0),
+                attempts,
+                mean_interval_s: ((last_us - first_us) as f64 / 1e6 / attempts.saturating_sub(1).max(1) as f64 * 10.0)
+                    .round()
+                    / 10.0,
+                first_at: format_time(first_us),
+                last_at: format_time(last_us),
+                error: error.text(row),
+            });
+        }
+    }
+    Ok(out)
+}

@@ -181,7 +181,7 @@ fn the_seed_samples_give_the_seed_results() {
 #[test]
 fn analyze_json_keeps_the_seed_shape() {
     let (_tmp, data) = seed_samples();
-    let report = analyze_json(&data, "sample-session-002", &["--no-loops", "--no-errors"]);
+    let report = analyze_json(&data, "sample-session-002", &["--slow"]);
     let golden = json!({
         "session_id": "sample-session-002",
         "total_operations": 15,

@@ -238,3 +238,49 @@ fn hot_loops_fights_and_conflict_storms_match_the_ground_truth() {
         }
     }
 }
+
+#[test]
+fn causality_chains_contain_the_scenarios_chains() {
+    let tmp = tempfile::tempdir().unwrap();
+    for scenario in ["rollout", "operator"] {
+        let (log, truth) = simulate(tmp.path(), scenario, "21");
+        let data = tmp.path().join(format!("causality-{scenario}"));
+        assert!(import(&data, &[&log], &["-q", "--session", "s"]).status.success());
+        let d = data.display().to_string();
+        let output = kubestep(
+            &["analyze", "causality", "--session", "s", "-d", &d, "--format", "json", "--chains", "100"],
+            None,
+        );
+        assert!(output.status.success(), "{scenario}: {:?}", text(&output));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let chains: Vec<Vec<String>> = report["chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["actors"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect())
+            .collect();
+        for expected in truth["chains"].as_array().unwrap() {
+            let expected: Vec<String> =
+                expected.as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+            assert!(expected.len() >= 3);
+            let found = chains.iter().any(|c| c.windows(expected.len()).any(|w| w == expected.as_slice()));
+            assert!(found, "{scenario}: {expected:?} not in {chains:?}");
+        }
+        // Every edge points forward in time and has one of the three kinds.
+        for edge in report["edges"].as_array().unwrap() {
+            let index = |id: &Value| id.as_str().unwrap()[3..].parse::<u64>().unwrap();
+            assert!(index(&edge["from"]) < index(&edge["to"]), "{edge}");
+            assert!(["rv", "owner", "watch"].contains(&edge["type"].as_str().unwrap()), "{edge}");
+        }
+        // The same question twice gives the same answer.
+        let again = kubestep(
+            &["analyze", "causality", "--session", "s", "-d", &d, "--format", "json", "--chains", "100"],
+            None,
+        );
+        assert_eq!(again.stdout, output.stdout);
+        let dot = kubestep(&["analyze", "causality", "--session", "s", "-d", &d, "--format", "dot"], None);
+        assert!(String::from_utf8_lossy(&dot.stdout).starts_with("digraph"), "{scenario}");
+        let text_out = kubestep(&["analyze", "causality", "--session", "s", "-d", &d], None);
+        assert!(String::from_utf8_lossy(&text_out.stdout).contains("Chain 1:"), "{scenario}");
+    }
+}

@@ -11,12 +11,14 @@
 //! - [`replay`]: a session's steps in order, streamed, with filters and the objects of a step;
 //! - [`diff`]: what a write changed in its object, as field paths;
 //! - [`analyze`]: slow operations and errors (SQL) and loops ([`loops`], one streaming pass);
-//! - [`behaviour`]: hot loops, fights, conflict storms and error requeue loops.
+//! - [`behaviour`]: hot loops, fights, conflict storms and error requeue loops;
+//! - [`causality`]: reconcile episodes, causality edges between writes, and chains.
 //!
 //! Report types derive `serde::Serialize`; which format to print is the binary's business.
 
 pub mod analyze;
 pub mod behaviour;
+pub mod causality;
 pub mod context;
 pub mod diff;
 pub mod loops;

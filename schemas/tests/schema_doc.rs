@@ -4,8 +4,11 @@
 use kubestep_schemas::schema::{table_schema, type_label};
 
 fn documented_columns() -> Vec<(String, String)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/SCHEMA.md");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    // Read at run time, not baked in at compile time: a build cache shared between checkouts must
+    // not make the test read another checkout's file.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = format!("{manifest_dir}/../docs/SCHEMA.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     text.lines()
         .filter(|line| line.starts_with("| ") && !line.starts_with("| column"))
         .map(|line| {

@@ -124,7 +124,8 @@ fn rollout(c: &mut Cluster<'_>, instance: u64) {
     if c.object(DEPLOYMENTS, ns, &name).is_none() {
         c.create(&alice, DEPLOYMENTS, ns, deployment(&name, "registry.example.com/web:1.0.0", 3));
         reconcile_deployment(c, ns, &name);
-        c.sleep_ms(2_000);
+        // A person takes a while before the next change: it is not a reaction to the controllers.
+        c.pause(20_000, 10_000);
     }
     let _ = c.update(&alice, DEPLOYMENTS, ns, &name, None, None, |d| {
         d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("registry.example.com/web:1.1.0");

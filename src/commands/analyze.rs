@@ -16,6 +16,8 @@ const LISTED: usize = 10;
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct AnalyzeArgs {
+    #[command(subcommand)]
+    command: Option<AnalyzeCommand>,
     /// The session to analyze.
     session: Option<String>,
     /// The session, for names that clash with a subcommand (`--session causality`).
@@ -87,8 +89,18 @@ pub struct AnalyzeArgs {
     format: OutputFormat,
 }
 
+/// Analyses with their own arguments.
+#[derive(clap::Subcommand)]
+enum AnalyzeCommand {
+    /// Which write triggered which: causality edges and the chains they form.
+    Causality(super::causality::CausalityArgs),
+}
+
 /// Analyzes the session and prints the report.
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(AnalyzeCommand::Causality(causality)) = args.command {
+        return super::causality::run(causality);
+    }
     let Some(session) = args.session.clone().or(args.session_flag.clone()) else {
         bail!("which session? `kubestep analyze SESSION` (`kubestep sessions` lists them)");
     };

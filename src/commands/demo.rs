@@ -101,6 +101,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let options = kubestep_query::analyze::AnalyzeOptions::all();
         let report = kubestep_query::analyze::analyze(&ctx, SESSION, &options).await?;
         print!("{}", super::analyze::render_text(&report, &options));
+        println!("$ kubestep analyze causality --session {SESSION}");
+        let causality_options = kubestep_query::causality::CausalityOptions { max_chains: 3, ..Default::default() };
+        let chains = kubestep_query::causality::causality(&ctx, SESSION, &causality_options).await?;
+        println!("{}", super::causality::render_text(&chains));
         anyhow::Ok(())
     })?;
     let d = data.display();
@@ -109,6 +113,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  kubestep replay {SESSION} -d {d} --object Deployment/shop/api --diff");
     println!("  kubestep replay {SESSION} -d {d} -i");
     println!("  kubestep analyze {SESSION} -d {d} --format json");
+    println!("  kubestep analyze causality --session {SESSION} -d {d} --format dot | dot -Tsvg > chains.svg");
     println!("  kubestep sql -d {d} \"SELECT actor_id, count(*) AS writes FROM writes GROUP BY 1 ORDER BY 2 DESC\"");
     Ok(ExitCode::SUCCESS)
 }

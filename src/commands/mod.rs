@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod analyze;
+pub mod causality;
 pub mod compact;
 pub mod demo;
 pub mod import;

@@ -13,7 +13,12 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 pub fn samples_dir() -> PathBuf {
     match std::env::var_os("KUBESTEP_SAMPLES") {
         Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/audit-samples"),
+        None => {
+            // At run time: a build cache shared between checkouts must not point at another one.
+            let manifest_dir =
+                std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+            Path::new(&manifest_dir).join("../shared/audit-samples")
+        }
     }
 }
 

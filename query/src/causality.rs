@@ -1,0 +1,340 @@
+//! `kubestep analyze causality`: which write triggered which, and the chains they form
+//! (controller A's write triggers B, whose write triggers C).
+//!
+//! The edges are SQL (`causal_edges.sql`: `rv`, `owner` and `watch` evidence, strongest kept per
+//! pair); chains are maximal paths through them from writes nothing triggered, at most
+//! `max_depth` writes long, ranked by length, then fan-out, then time, then index (deterministic).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+use serde::Serialize;
+
+use crate::QueryError;
+use crate::context::collect;
+use crate::values::{Floats, Ints, Micros, Strings, format_time};
+
+const EDGES_SQL: &str = include_str!("../sql/causal_edges.sql");
+const NODES_SQL: &str = include_str!("../sql/causal_nodes.sql");
+const EPISODES_SQL: &str = include_str!("../sql/episodes.sql");
+
+/// Paths explored before the search stops (the best found so far are kept).
+const MAX_PATHS: usize = 20_000;
+
+/// Settings of the causality analysis.
+#[derive(Debug, Clone)]
+pub struct CausalityOptions {
+    /// Longest chain, in writes.
+    pub max_depth: usize,
+    /// Only operations received in this window (microseconds, inclusive).
+    pub window: (Option<i64>, Option<i64>),
+    /// Only chains in which this actor takes part.
+    pub actor: Option<String>,
+    /// A touch this long after a write can be its consequence.
+    pub trigger_window_ms: u64,
+    /// Requests of one actor closer than this belong to one episode.
+    pub episode_gap_ms: u64,
+    /// At most this many chains are reported.
+    pub max_chains: usize,
+}
+
+impl Default for CausalityOptions {
+    fn default() -> Self {
+        Self {
+            max_depth: 6,
+            window: (None, None),
+            actor: None,
+            trigger_window_ms: 5000,
+            episode_gap_ms: 1000,
+            max_chains: 50,
+        }
+    }
+}
+
+/// A write in the graph (the seed's node shape).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Node {
+    /// `op:<index>`.
+    pub id: String,
+    /// Always `op`.
+    #[serde(rename = "type")]
+    pub node_type: String,
+    /// Who wrote.
+    pub actor_id: String,
+    /// `CREATE`, `UPDATE`, ...
+    pub verb: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace.
+    pub ns: String,
+    /// Name.
+    pub name: String,
+    /// Subresource, if any.
+    pub subresource: String,
+    /// When it was received.
+    pub ts: String,
+    /// The version it was based on.
+    pub base_rv: String,
+    /// The version it produced.
+    pub rv: String,
+    /// Object uid.
+    pub uid: String,
+    /// Milliseconds.
+    pub duration_ms: f64,
+    /// Failure message (successful writes only here, so empty).
+    pub error: String,
+    /// Position in the session.
+    pub index: u64,
+}
+
+/// `from` triggered `to` (the seed's edge shape, plus the evidence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edge {
+    /// `op:<index>` of the triggering write.
+    pub from: String,
+    /// `op:<index>` of the triggered write.
+    pub to: String,
+    /// `rv`, `owner` or `watch`.
+    #[serde(rename = "type")]
+    pub edge_type: String,
+    /// The resourceVersion (rv), owner uid (owner) or object (watch) that links them.
+    pub evidence: String,
+}
+
+/// A chain of writes, each triggered by the previous one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Chain {
+    /// The writes, as node ids, in order.
+    pub nodes: Vec<String>,
+    /// The actors, in order.
+    pub actors: Vec<String>,
+    /// The edge kinds between consecutive writes.
+    pub edges: Vec<String>,
+    /// Writes in the chain.
+    pub depth: usize,
+    /// Edges leaving the chain's writes, in total.
+    pub fan_out: usize,
+}
+
+/// The causality graph and its chains.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CausalityReport {
+    /// The session.
+    pub session_id: String,
+    /// Writes that have an edge.
+    pub nodes: Vec<Node>,
+    /// Edges.
+    pub edges: Vec<Edge>,
+    /// Chains, best first.
+    pub chains: Vec<Chain>,
+    /// Chains found, one per root write (the report keeps `max_chains`).
+    pub chains_total: usize,
+    /// Edge counts by kind.
+    pub edges_by_type: BTreeMap<String, u64>,
+}
+
+/// An inferred reconcile episode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Episode {
+    /// The actor.
+    pub actor_id: String,
+    /// Its episodes are numbered from 1.
+    pub episode: u64,
+    /// First request received.
+    pub start_at: String,
+    /// Last request completed.
+    pub end_at: String,
+    /// Index of its first request.
+    pub first_index: u64,
+    /// Index of its last request.
+    pub last_index: u64,
+    /// Reads.
+    pub reads: u64,
+    /// Writes.
+    pub writes: u64,
+    /// Failed requests.
+    pub errors: u64,
+}
+
+fn fill(sql: &str, options: &CausalityOptions) -> String {
+    sql.replace("{trigger_ms}", &options.trigger_window_ms.to_string())
+        .replace("{episode_gap_ms}", &options.episode_gap_ms.to_string())
+}
+
+fn timestamp(us: Option<i64>, default: i64) -> ScalarValue {
+    ScalarValue::TimestampMicrosecond(Some(us.unwrap_or(default)), Some("UTC".into()))
+}
+
+/// The reconcile episodes of `session`.
+pub async fn episodes(
+    ctx: &SessionContext,
+    session: &str,
+    options: &CausalityOptions,
+) -> Result<Vec<Episode>, QueryError> {
+    let mut out = Vec::new();
+    for batch in collect(ctx, &fill(EPISODES_SQL, options), vec![ScalarValue::from(session)]).await? {
+        let actor = Strings::of(&batch, "actor_id")?;
+        let n = |name| Ints::of(&batch, name);
+        let (episode, first, last, reads, writes, errors) =
+            (n("episode")?, n("first_index")?, n("last_index")?, n("reads")?, n("writes")?, n("errors")?);
+        let (start, end) = (Micros::of(&batch, "start_at")?, Micros::of(&batch, "end_at")?);
+        let u = |c: &Ints, row| c.get(row).unwrap_or(0).max(0) as u64;
+        for row in 0..batch.num_rows() {
+            out.push(Episode {
+                actor_id: actor.text(row),
+                episode: u(&episode, row),
+                start_at: format_time(start.get(row).unwrap_or(0)),
+                end_at: format_time(end.get(row).unwrap_or(0)),
+                first_index: u(&first, row),
+                last_index: u(&last, row),
+                reads: u(&reads, row),
+                writes: u(&writes, row),
+                errors: u(&errors, row),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The causality graph and chains of `session`.
+pub async fn causality(
+    ctx: &SessionContext,
+    session: &str,
+    options: &CausalityOptions,
+) -> Result<CausalityReport, QueryError> {
+    let params = vec![
+        ScalarValue::from(session),
+        timestamp(options.window.0, i64::MIN / 2),
+        timestamp(options.window.1, i64::MAX / 2),
+    ];
+    let mut edges: Vec<(u64, u64, String, String)> = Vec::new();
+    for batch in collect(ctx, &fill(EDGES_SQL, options), params).await? {
+        let (from, to) = (Ints::of(&batch, "from_index")?, Ints::of(&batch, "to_index")?);
+        let (kind, evidence) = (Strings::of(&batch, "edge")?, Strings::of(&batch, "evidence")?);
+        for row in 0..batch.num_rows() {
+            let (Some(f), Some(t)) = (from.get(row), to.get(row)) else { continue };
+            edges.push((f.max(0) as u64, t.max(0) as u64, kind.text(row), evidence.text(row)));
+        }
+    }
+    let indexes: BTreeSet<u64> = edges.iter().flat_map(|(f, t, _, _)| [*f, *t]).collect();
+    let nodes = nodes(ctx, session, &indexes).await?;
+    let by_index: BTreeMap<u64, &Node> = nodes.iter().map(|n| (n.index, n)).collect();
+
+    let mut outgoing: BTreeMap<u64, Vec<(u64, &str)>> = BTreeMap::new();
+    let mut has_incoming = BTreeSet::new();
+    for (f, t, kind, _) in &edges {
+        outgoing.entry(*f).or_default().push((*t, kind.as_str()));
+        has_incoming.insert(*t);
+    }
+    let roots: Vec<u64> = outgoing.keys().copied().filter(|i| !has_incoming.contains(i)).collect();
+    let mut paths: Vec<(Vec<u64>, Vec<&str>)> = Vec::new();
+    for root in roots {
+        let mut stack: Vec<(Vec<u64>, Vec<&str>)> = vec![(vec![root], Vec::new())];
+        while let Some((path, kinds)) = stack.pop() {
+            if paths.len() >= MAX_PATHS {
+                break;
+            }
+            let last = *path.last().unwrap_or(&root);
+            let next = outgoing.get(&last).filter(|_| path.len() < options.max_depth.max(2));
+            match next {
+                Some(targets) if !targets.is_empty() => {
+                    for (t, kind) in targets.iter().rev() {
+                        let mut p = path.clone();
+                        p.push(*t);
+                        let mut k = kinds.clone();
+                        k.push(kind);
+                        stack.push((p, k));
+                    }
+                }
+                _ => {
+                    if path.len() >= 2 {
+                        paths.push((path, kinds));
+                    }
+                }
+            }
+        }
+    }
+    let actor_of = |i: &u64| by_index.get(i).map_or(String::new(), |n| n.actor_id.clone());
+    let mut chains: Vec<Chain> = paths
+        .into_iter()
+        .map(|(path, kinds)| Chain {
+            actors: path.iter().map(actor_of).collect(),
+            fan_out: path.iter().map(|i| outgoing.get(i).map_or(0, Vec::len)).sum(),
+            depth: path.len(),
+            nodes: path.iter().map(|i| format!("op:{i}")).collect(),
+            edges: kinds.iter().map(|k| (*k).to_owned()).collect(),
+        })
+        .filter(|c| options.actor.as_ref().is_none_or(|a| c.actors.contains(a)))
+        .collect();
+    // Longest first, then widest, then earliest (node ids carry the index), deterministic.
+    let start = |c: &Chain| c.nodes.first().and_then(|n| n[3..].parse::<u64>().ok()).unwrap_or(0);
+    chains.sort_by(|a, b| {
+        b.depth.cmp(&a.depth).then(b.fan_out.cmp(&a.fan_out)).then(start(a).cmp(&start(b))).then(a.nodes.cmp(&b.nodes))
+    });
+    // Paths from one root share most of their writes: report the best one of each root.
+    let mut seen_roots = BTreeSet::new();
+    chains.retain(|c| seen_roots.insert(c.nodes.first().cloned().unwrap_or_default()));
+    let chains_total = chains.len();
+    chains.truncate(options.max_chains);
+    let mut edges_by_type = BTreeMap::new();
+    for (_, _, kind, _) in &edges {
+        *edges_by_type.entry(kind.clone()).or_default() += 1;
+    }
+    Ok(CausalityReport {
+        session_id: session.to_owned(),
+        edges: edges
+            .into_iter()
+            .map(|(f, t, kind, evidence)| Edge {
+                from: format!("op:{f}"),
+                to: format!("op:{t}"),
+                edge_type: kind,
+                evidence,
+            })
+            .collect(),
+        nodes,
+        chains,
+        chains_total,
+        edges_by_type,
+    })
+}
+
+async fn nodes(ctx: &SessionContext, session: &str, indexes: &BTreeSet<u64>) -> Result<Vec<Node>, QueryError> {
+    let mut out = Vec::new();
+    let all: Vec<u64> = indexes.iter().copied().collect();
+    for chunk in all.chunks(2000) {
+        let list = chunk.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        for batch in collect(ctx, NODES_SQL, vec![ScalarValue::from(session), ScalarValue::from(list.as_str())]).await?
+        {
+            let index = Ints::of(&batch, "index")?;
+            let s = |name| Strings::of(&batch, name);
+            let (actor, op, kind, ns, name, sub) =
+                (s("actor_id")?, s("operation_type")?, s("kind")?, s("namespace")?, s("name")?, s("subresource")?);
+            let (uid, base, rv, error) = (s("uid")?, s("base_resource_version")?, s("resource_version")?, s("error")?);
+            let received = Micros::of(&batch, "received_at")?;
+            let duration = Floats::of(&batch, "duration_ms")?;
+            for row in 0..batch.num_rows() {
+                let i = index.get(row).unwrap_or(0).max(0) as u64;
+                out.push(Node {
+                    id: format!("op:{i}"),
+                    node_type: "op".into(),
+                    actor_id: actor.text(row),
+                    verb: op.text(row),
+                    kind: kind.text(row),
+                    ns: ns.text(row),
+                    name: name.text(row),
+                    subresource: sub.text(row),
+                    ts: received.get(row).map(format_time).unwrap_or_default(),
+                    base_rv: base.text(row),
+                    rv: rv.text(row),
+                    uid: uid.text(row),
+                    duration_ms: duration.get(row).unwrap_or(0.0),
+                    error: error.text(row),
+                    index: i,
+                });
+            }
+        }
+    }
+    out.sort_by_key(|n| n.index);
+    Ok(out)
+}

@@ -34,14 +34,15 @@ pub struct ServeArgs {
     /// ... or as soon as this many are buffered.
     #[arg(long, value_name = "ROWS", default_value_t = 1_000_000)]
     flush_rows: usize,
-    /// ... or as soon as they take this many bytes of memory (e.g. 64MiB).
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    /// ... or as soon as they take this many bytes of memory (e.g. 32MiB).
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
     flush_bytes: usize,
     /// Larger request bodies are refused with 413 (e.g. 64MiB).
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     max_body: usize,
-    /// Body bytes that may wait for the write-ahead log; beyond that, 503 with Retry-After.
-    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    /// Memory that batches waiting for the write-ahead log may take (a body counts twice: its bytes
+    /// and its decoded records); beyond that, 503 with Retry-After.
+    #[arg(long, value_name = "SIZE", default_value = "96MiB", value_parser = parse_size)]
     max_queue: usize,
     /// Objects larger than this many bytes are stored as a stub that keeps their metadata.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OBJECT_BYTES)]
@@ -119,7 +120,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.flush.max_rows = args.flush_rows.max(1);
     config.flush.max_bytes = args.flush_bytes.max(1);
     config.max_body = args.max_body;
-    config.max_queue_bytes = args.max_queue.max(args.max_body);
+    config.max_queue_bytes = args.max_queue.max(args.max_body.saturating_mul(2));
     config.insecure = args.insecure;
     config.tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { cert, key, client_ca: args.client_ca }),

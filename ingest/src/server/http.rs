@@ -122,7 +122,8 @@ async fn receive_batch(s: &Shared, headers: &HeaderMap, body: Body) -> (BatchOut
     if s.storage.is_full() {
         return (BatchOutcome::Unavailable, unavailable("storage is full; retry later", RETRY_AFTER_FULL));
     }
-    let kib = u32::try_from(body.len() / 1024 + 1).unwrap_or(u32::MAX).min(s.queue_permits);
+    // A body takes its bytes plus about as much again once decoded into records.
+    let kib = u32::try_from(2 * body.len() / 1024 + 1).unwrap_or(u32::MAX).min(s.queue_permits);
     let Ok(_permit) = s.queue.clone().try_acquire_many_owned(kib) else {
         return (BatchOutcome::Unavailable, unavailable("too many batches are waiting; retry", RETRY_AFTER_BUSY));
     };

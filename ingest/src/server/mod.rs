@@ -52,7 +52,8 @@ pub struct ServeConfig {
     pub flush: FlushPolicy,
     /// Larger bodies get 413.
     pub max_body: usize,
-    /// Body bytes that may wait for the WAL at once; beyond that, 503.
+    /// Memory that batches waiting for the WAL may take (a body counts twice: its bytes and its
+    /// decoded records); beyond that, 503 with Retry-After.
     pub max_queue_bytes: usize,
     /// Listen on a non-loopback address without TLS and authentication.
     pub insecure: bool,
@@ -75,9 +76,9 @@ impl ServeConfig {
             normalize: NormalizeConfig::default(),
             session: None,
             idle_gap_us: DEFAULT_IDLE_GAP_US,
-            flush: FlushPolicy { interval: Duration::from_secs(10), max_rows: 1_000_000, max_bytes: 64 << 20 },
+            flush: FlushPolicy { interval: Duration::from_secs(10), max_rows: 1_000_000, max_bytes: 32 << 20 },
             max_body: 64 << 20,
-            max_queue_bytes: 256 << 20,
+            max_queue_bytes: 96 << 20,
             insecure: false,
             tls: None,
             token_file: None,

@@ -31,9 +31,9 @@ use crate::wal::{self, Wal, WalError};
 /// A segment is sealed once it holds this many bytes, even before the flush interval.
 const SEGMENT_BYTES: u64 = 256 << 20;
 /// A group commit takes at most this many body bytes; the rest wait for the next fsync.
-const MAX_GROUP_BYTES: usize = 32 << 20;
+const MAX_GROUP_BYTES: usize = 16 << 20;
 /// Batches waiting between the WAL thread and the writer thread.
-const WRITER_QUEUE: usize = 32;
+const WRITER_QUEUE: usize = 8;
 /// After a failed flush, the next try waits this long.
 const FLUSH_RETRY: Duration = Duration::from_secs(1);
 

@@ -129,7 +129,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     config.token_file = args.token_file;
     config.dedup_window = args.dedup_window.max(1);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    // Decoding runs on blocking threads. More of them than cores adds no throughput, and each
+    // keeps its own allocator caches: under overload, hundreds of them would be hundreds of MB.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(cores * 2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(async move {
         let data = config.data.clone();
         let shutdown = shutdown_signal()?;

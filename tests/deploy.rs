@@ -1,0 +1,226 @@
+//! The deploy kit parses into typed structs that reject unknown fields: the audit policy and the
+//! webhook kubeconfigs mirror their Kubernetes types here; the in-cluster manifests use the
+//! k8s-openapi types and must survive a round trip through them unchanged (so a misspelt field,
+//! which those types would drop, fails the test).
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+fn deploy(file: &str) -> String {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
+    let path = Path::new(&dir).join("deploy").join(file);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// `audit.k8s.io/v1` Policy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct Policy {
+    api_version: String,
+    kind: String,
+    #[serde(default)]
+    metadata: Option<Value>,
+    rules: Vec<PolicyRule>,
+    #[serde(default)]
+    omit_stages: Vec<Stage>,
+    #[serde(default)]
+    omit_managed_fields: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+enum Stage {
+    RequestReceived,
+    ResponseStarted,
+    ResponseComplete,
+    Panic,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+enum Level {
+    None,
+    Metadata,
+    Request,
+    RequestResponse,
+}
+
+/// `audit.k8s.io/v1` PolicyRule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct PolicyRule {
+    level: Level,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    user_groups: Vec<String>,
+    #[serde(default)]
+    verbs: Vec<String>,
+    #[serde(default)]
+    resources: Vec<GroupResources>,
+    #[serde(default)]
+    namespaces: Vec<String>,
+    #[serde(default, rename = "nonResourceURLs")]
+    non_resource_urls: Vec<String>,
+    #[serde(default)]
+    omit_stages: Vec<Stage>,
+    #[serde(default)]
+    omit_managed_fields: Option<bool>,
+}
+
+/// `audit.k8s.io/v1` GroupResources.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct GroupResources {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    resource_names: Vec<String>,
+}
+
+/// The parts of a client kubeconfig (`v1` Config) the webhook backend reads.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(dead_code)]
+struct Kubeconfig {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    clusters: Vec<Named<Cluster>>,
+    users: Vec<Named<User>>,
+    contexts: Vec<Named<Context>>,
+    current_context: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Named<T> {
+    name: String,
+    #[serde(alias = "cluster", alias = "user", alias = "context")]
+    value: T,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(dead_code)]
+struct Cluster {
+    server: String,
+    certificate_authority: Option<String>,
+    certificate_authority_data: Option<String>,
+    insecure_skip_tls_verify: Option<bool>,
+    tls_server_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(dead_code)]
+struct User {
+    client_certificate: Option<String>,
+    client_certificate_data: Option<String>,
+    client_key: Option<String>,
+    client_key_data: Option<String>,
+    token: Option<String>,
+    #[serde(rename = "tokenFile")]
+    token_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Context {
+    cluster: String,
+    user: String,
+}
+
+#[test]
+fn the_audit_policy_is_a_valid_policy_that_records_writes_fully_and_secrets_never() {
+    let policy: Policy = serde_norway::from_str(&deploy("audit-policy.yaml")).expect("a valid audit.k8s.io/v1 Policy");
+    assert_eq!(policy.api_version, "audit.k8s.io/v1");
+    assert_eq!(policy.kind, "Policy");
+    assert_eq!(policy.omit_stages, [Stage::RequestReceived]);
+    // First matching rule wins: find the rule a request falls under.
+    let level_of = |verb: &str, group: &str, resource: &str| -> &Level {
+        &policy
+            .rules
+            .iter()
+            .find(|r| {
+                (r.verbs.is_empty() || r.verbs.iter().any(|v| v == verb))
+                    && r.users.is_empty()
+                    && r.user_groups.is_empty()
+                    && r.non_resource_urls.is_empty()
+                    && (r.resources.is_empty()
+                        || r.resources.iter().any(|g| g.group == group && g.resources.iter().any(|x| x == resource)))
+            })
+            .expect("a catch-all rule")
+            .level
+    };
+    assert_eq!(level_of("update", "apps", "deployments"), &Level::RequestResponse);
+    assert_eq!(level_of("patch", "example.com", "webapps"), &Level::RequestResponse);
+    assert_eq!(level_of("get", "", "pods"), &Level::Metadata);
+    assert_eq!(level_of("update", "", "secrets"), &Level::Metadata);
+    assert_eq!(level_of("create", "", "serviceaccounts/token"), &Level::Metadata);
+    assert_eq!(level_of("create", "", "events"), &Level::None);
+    assert_eq!(level_of("update", "coordination.k8s.io", "leases"), &Level::None);
+
+    let typo = deploy("audit-policy.yaml").replace("omitStages:", "omitStage:");
+    assert!(serde_norway::from_str::<Policy>(&typo).is_err(), "unknown fields are refused");
+}
+
+#[test]
+fn the_webhook_kubeconfigs_are_valid_and_authenticate() {
+    for file in ["webhook-kubeconfig.yaml", "kind/webhook-kubeconfig.yaml"] {
+        let config: Kubeconfig = serde_norway::from_str(&deploy(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(config.kind, "Config");
+        assert!(config.clusters[0].value.server.ends_with("/audit"), "{file}");
+        let user = &config.users[0].value;
+        assert!(user.token.is_some() || (user.client_certificate.is_some() && user.client_key.is_some()), "{file}");
+        assert_eq!(config.contexts[0].name, config.current_context);
+    }
+    let kind_token = deploy("kind/token");
+    let kind_config: Kubeconfig = serde_norway::from_str(&deploy("kind/webhook-kubeconfig.yaml")).unwrap();
+    assert!(kind_token.lines().any(|l| Some(l.trim()) == kind_config.users[0].value.token.as_deref()));
+}
+
+/// Deserializes `doc` as `T` and checks that serializing it again gives the same JSON.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) {
+    let typed: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{e}: {doc}"));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(&back, doc, "a field was not understood");
+}
+
+#[test]
+fn the_manifests_are_valid_kubernetes_objects() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let text = deploy("kubestep.yaml");
+    let mut kinds = Vec::new();
+    for document in serde_norway::Deserializer::from_str(&text) {
+        let doc = Value::deserialize(document).unwrap();
+        let kind = doc["kind"].as_str().unwrap().to_owned();
+        match kind.as_str() {
+            "Namespace" => round_trip::<Namespace>(&doc),
+            "Service" => round_trip::<Service>(&doc),
+            "StatefulSet" => round_trip::<StatefulSet>(&doc),
+            "NetworkPolicy" => round_trip::<NetworkPolicy>(&doc),
+            other => panic!("unexpected kind {other}"),
+        }
+        kinds.push(kind);
+    }
+    assert_eq!(kinds, ["Namespace", "Service", "StatefulSet", "NetworkPolicy"]);
+    // The webhook kubeconfig points at the Service's fixed ClusterIP and port.
+    let service: Service = serde_norway::Deserializer::from_str(&text)
+        .filter_map(|d| Value::deserialize(d).ok())
+        .find(|d| d["kind"] == "Service")
+        .map(|d| serde_json::from_value(d).unwrap())
+        .unwrap();
+    let spec = service.spec.unwrap();
+    let endpoint = format!("https://{}:{}/audit", spec.cluster_ip.unwrap(), spec.ports.unwrap()[0].port);
+    assert!(deploy("webhook-kubeconfig.yaml").contains(&endpoint), "{endpoint}");
+}

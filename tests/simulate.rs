@@ -284,3 +284,24 @@ fn causality_chains_contain_the_scenarios_chains() {
         assert!(String::from_utf8_lossy(&text_out.stdout).contains("Chain 1:"), "{scenario}");
     }
 }
+
+#[test]
+fn the_behaviour_views_answer_plain_sql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, truth) = simulate(tmp.path(), "mixed", "4");
+    let data = tmp.path().join("views");
+    assert!(import(&data, &[&log], &["-q", "--session", "v"]).status.success());
+    let hot = rows(&data, "SELECT actor_id, kind, namespace, name FROM hot_loops WHERE session_id = 'v' ORDER BY name");
+    let expected: Vec<Vec<String>> = truth["hot_loops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| ["actor", "kind", "namespace", "name"].iter().map(|k| h[*k].as_str().unwrap().to_owned()).collect())
+        .collect();
+    assert_eq!(hot, expected);
+    let storms = count(&data, "SELECT count(*) FROM conflict_storms WHERE session_id = 'v'");
+    assert_eq!(storms, truth["conflict_storms"].as_array().unwrap().len() as u64);
+    let episodes = count(&data, "SELECT count(*) FROM episodes WHERE session_id = 'v' AND writes > 0");
+    assert!(episodes > 10, "{episodes}");
+    assert!(count(&data, "SELECT count(*) FROM error_requeues") > 0);
+}

@@ -16,11 +16,9 @@ use crate::QueryError;
 use crate::context::collect;
 use crate::diff::diff_objects;
 use crate::values::{Ints, Micros, Strings, format_time};
+use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, HOT_LOOPS, fill, for_session};
 
-const HOT_LOOPS_SQL: &str = include_str!("../sql/hot_loops.sql");
 const FIGHT_CANDIDATES_SQL: &str = include_str!("../sql/fight_candidates.sql");
-const CONFLICT_STORMS_SQL: &str = include_str!("../sql/conflict_storms.sql");
-const ERROR_REQUEUES_SQL: &str = include_str!("../sql/error_requeues.sql");
 const OBJECT_WRITES_SQL: &str = include_str!("../sql/object_writes.sql");
 const OBJECT_CONFLICTS_SQL: &str = include_str!("../sql/object_conflicts.sql");
 
@@ -185,10 +183,6 @@ pub struct Requeue {
     pub error: String,
 }
 
-fn fill(sql: &str, values: &[(&str, u64)]) -> String {
-    values.iter().fold(sql.to_owned(), |s, (name, value)| s.replace(&format!("{{{name}}}"), &value.to_string()))
-}
-
 /// One successful write, as the comparisons need it.
 struct Write {
     index: u64,
@@ -230,7 +224,11 @@ async fn object_writes(
 
 /// Hot loops of `session`.
 pub async fn hot_loops(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<HotLoop>, QueryError> {
-    let sql = fill(HOT_LOOPS_SQL, &[("hot_window_seconds", o.hot_window_s), ("hot_writes", o.hot_writes)]);
+    let sql = for_session(
+        HOT_LOOPS,
+        &[("hot_window_seconds", o.hot_window_s), ("hot_writes", o.hot_writes)],
+        "writes DESC, actor_id, kind, namespace, name",
+    );
     let mut loops = Vec::new();
     for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
         let (actor, kind, ns, name) = (
@@ -408,9 +406,13 @@ pub async fn conflict_storms(
     session: &str,
     o: &BehaviourOptions,
 ) -> Result<Vec<ConflictStorm>, QueryError> {
-    let params = vec![ScalarValue::from(session), ScalarValue::Int64(Some(o.conflict_min as i64))];
+    let sql = for_session(
+        CONFLICT_STORMS,
+        &[("conflict_min", o.conflict_min)],
+        "conflicts DESC, actor_id, kind, namespace, name",
+    );
     let mut storms = Vec::new();
-    for batch in collect(ctx, CONFLICT_STORMS_SQL, params).await? {
+    for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
         let (actor, kind, ns, name) = (
             Strings::of(&batch, "actor_id")?,
             Strings::of(&batch, "kind")?,
@@ -495,9 +497,13 @@ async fn object_versions(
 
 /// Error requeue loops of `session`.
 pub async fn requeues(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<Requeue>, QueryError> {
-    let params = vec![ScalarValue::from(session), ScalarValue::Int64(Some(o.requeue_min as i64))];
+    let sql = for_session(
+        ERROR_REQUEUES,
+        &[("requeue_min", o.requeue_min)],
+        "attempts DESC, actor_id, kind, namespace, name",
+    );
     let mut out = Vec::new();
-    for batch in collect(ctx, ERROR_REQUEUES_SQL, params).await? {
+    for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
         let (actor, kind, ns, name) = (
             Strings::of(&batch, "actor_id")?,
             Strings::of(&batch, "kind")?,

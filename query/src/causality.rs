@@ -17,7 +17,6 @@ use crate::values::{Floats, Ints, Micros, Strings, format_time};
 
 const EDGES_SQL: &str = include_str!("../sql/causal_edges.sql");
 const NODES_SQL: &str = include_str!("../sql/causal_nodes.sql");
-const EPISODES_SQL: &str = include_str!("../sql/episodes.sql");
 
 /// Paths explored before the search stops (the best found so far are kept).
 const MAX_PATHS: usize = 20_000;
@@ -173,7 +172,12 @@ pub async fn episodes(
     options: &CausalityOptions,
 ) -> Result<Vec<Episode>, QueryError> {
     let mut out = Vec::new();
-    for batch in collect(ctx, &fill(EPISODES_SQL, options), vec![ScalarValue::from(session)]).await? {
+    let sql = crate::views::for_session(
+        crate::views::EPISODES,
+        &[("episode_gap_ms", options.episode_gap_ms)],
+        "start_at, actor_id",
+    );
+    for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
         let actor = Strings::of(&batch, "actor_id")?;
         let n = |name| Ints::of(&batch, name);
         let (episode, first, last, reads, writes, errors) =

@@ -23,7 +23,7 @@ pub enum SqlFormat {
 /// Arguments of `kubestep sql`.
 #[derive(clap::Args)]
 pub struct SqlArgs {
-    /// The query (tables: `operations`, `indexed_operations`, `writes`, `object_versions`).
+    /// The query (table `operations`; views in docs/QUERIES.md).
     /// Without it, an interactive prompt reads one query per line.
     query: Option<String>,
     #[command(flatten)]
@@ -72,10 +72,7 @@ pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
         let stdin = std::io::stdin();
         let prompt = stdin.is_terminal();
         if prompt {
-            println!(
-                "SQL over {} (tables: operations, indexed_operations, writes, object_versions); \\q quits",
-                args.data.data.display()
-            );
+            println!("SQL over {} (table operations, views: see docs/QUERIES.md); \\q quits", args.data.data.display());
         }
         let mut failed = false;
         let mut line = String::new();

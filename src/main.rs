@@ -70,7 +70,7 @@ enum Command {
     Replay(commands::replay::ReplayArgs),
     /// Slow operations, errors and loops of a session.
     Analyze(commands::analyze::AnalyzeArgs),
-    /// Run SQL over the recording (tables `operations`, `indexed_operations`, `writes`, `object_versions`).
+    /// Run SQL over the recording (table `operations` and the views of docs/QUERIES.md).
     Sql(commands::sql::SqlArgs),
     /// Run the audit webhook backend: accept the API server's event batches and record them.
     Serve(commands::serve::ServeArgs),

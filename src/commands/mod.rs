@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod causality;
+pub mod client;
 pub mod compact;
 pub mod demo;
 pub mod import;

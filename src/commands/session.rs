@@ -1,11 +1,12 @@
 //! `kubestep session start|stop|list`: the client of a running `kubestep serve`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use kubestep_schemas::session::validate_session_name;
 use serde_json::Value;
+
+use super::client::ClientArgs;
 
 /// Arguments of `kubestep session`.
 #[derive(clap::Args)]
@@ -15,39 +16,8 @@ pub struct SessionArgs {
     /// The running service.
     #[arg(long, global = true, env = "KUBESTEP_SERVER", default_value = "http://127.0.0.1:9443")]
     server: String,
-    /// Send `Authorization: Bearer` with the first token in this file.
-    #[arg(long, global = true, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// Trust this CA (PEM) for an https server, instead of the public roots.
-    #[arg(long, global = true, value_name = "FILE")]
-    ca_cert: Option<PathBuf>,
-    /// Present this client certificate (PEM); needs --client-key.
-    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    /// The private key of --client-cert (PEM).
-    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
-    client_key: Option<PathBuf>,
-}
-
-/// An HTTP client configured from the flags.
-fn agent(args: &SessionArgs) -> anyhow::Result<ureq::Agent> {
-    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
-    let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-    let mut tls = TlsConfig::builder();
-    if let Some(ca) = &args.ca_cert {
-        let pem = read(ca)?;
-        let cert = Certificate::from_pem(&pem).with_context(|| format!("no PEM certificate in {}", ca.display()))?;
-        tls = tls.root_certs(RootCerts::new_with_certs(&[cert]));
-    }
-    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
-        let cert_pem = read(cert)?;
-        let key_pem = read(key)?;
-        let cert =
-            Certificate::from_pem(&cert_pem).with_context(|| format!("no PEM certificate in {}", cert.display()))?;
-        let key = PrivateKey::from_pem(&key_pem).with_context(|| format!("no PEM private key in {}", key.display()))?;
-        tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
-    }
-    Ok(ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls.build()).build().into())
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -69,15 +39,8 @@ enum Action {
 /// Sends the request and prints the outcome.
 pub fn run(args: SessionArgs) -> anyhow::Result<ExitCode> {
     let base = args.server.trim_end_matches('/');
-    let agent = agent(&args)?;
-    let token = match &args.token_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let token = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
-            Some(token.with_context(|| format!("no token in {}", path.display()))?.to_owned())
-        }
-        None => None,
-    };
+    let agent = args.client.agent(std::time::Duration::from_secs(60))?;
+    let token = args.client.token()?;
     let authorization = token.map(|t| format!("Bearer {t}"));
     let (method, url, body) = match &args.action {
         Action::Start { name } => {

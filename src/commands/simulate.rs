@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kubestep_sim::webhook::{Batcher, SendReport, WebhookOptions};
+
+use super::client::ClientArgs;
 use kubestep_sim::{GroundTruth, SCENARIOS, SimulateOptions, log_line, simulate};
 
 /// Arguments of `kubestep simulate`.
@@ -49,18 +51,8 @@ pub struct WebhookArgs {
     /// Wait before the first retry; each next one waits 1.5 times longer (Retry-After wins).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     retry_backoff: Duration,
-    /// Send `Authorization: Bearer` with the first token in this file.
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
-    /// Trust this CA (PEM) for an https URL.
-    #[arg(long, value_name = "FILE")]
-    ca_cert: Option<PathBuf>,
-    /// Present this client certificate (PEM); needs --client-key.
-    #[arg(long, value_name = "FILE", requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    /// The private key of --client-cert (PEM).
-    #[arg(long, value_name = "FILE", requires = "client_cert")]
-    client_key: Option<PathBuf>,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 impl WebhookArgs {
@@ -71,46 +63,14 @@ impl WebhookArgs {
             concurrency: 4,
             max_attempts: 5,
             retry_backoff: Duration::from_millis(500),
-            token_file: None,
-            ca_cert: None,
-            client_cert: None,
-            client_key: None,
+            client: ClientArgs::default(),
         }
     }
 
     /// The webhook options for `url`.
     pub fn options(&self, url: &str) -> anyhow::Result<WebhookOptions> {
-        use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
-        let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
-        let mut tls = TlsConfig::builder();
-        if let Some(ca) = &self.ca_cert {
-            let pem = read(ca)?;
-            let cert =
-                Certificate::from_pem(&pem).with_context(|| format!("no PEM certificate in {}", ca.display()))?;
-            tls = tls.root_certs(RootCerts::new_with_certs(&[cert]));
-        }
-        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
-            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-            let cert = Certificate::from_pem(&cert_pem)
-                .with_context(|| format!("no PEM certificate in {}", cert.display()))?;
-            let key =
-                PrivateKey::from_pem(&key_pem).with_context(|| format!("no PEM private key in {}", key.display()))?;
-            tls = tls.client_cert(Some(ClientCert::new_with_certs(&[cert], key)));
-        }
-        let token = match &self.token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-                let token = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'));
-                Some(token.with_context(|| format!("no token in {}", path.display()))?.to_owned())
-            }
-            None => None,
-        };
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .tls_config(tls.build())
-            .build()
-            .into();
+        let agent = self.client.agent(Duration::from_secs(30))?;
+        let token = self.client.token()?;
         Ok(WebhookOptions {
             url: url.to_owned(),
             batch_size: self.batch_size.max(1),

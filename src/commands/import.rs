@@ -2,16 +2,12 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use kubestep_ingest::actor::ActorRule;
 use kubestep_ingest::import::{STDIN, import_input};
-use kubestep_ingest::normalize::{DEFAULT_MAX_OBJECT_BYTES, NormalizeConfig};
 use kubestep_ingest::{IngestConfig, IngestStats, Ingestor, random_writer_id};
-use kubestep_schemas::session::validate_session_name;
 
+use super::recording::RecordingArgs;
 use crate::DataDir;
 
 /// How many rejections the summary lists before pointing at the log.
@@ -25,18 +21,8 @@ pub struct ImportArgs {
     files: Vec<String>,
     #[command(flatten)]
     data: DataDir,
-    /// Record everything into this session instead of automatic ones.
-    #[arg(long, value_name = "NAME")]
-    session: Option<String>,
-    /// An automatic session ends after this long without events.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
-    idle_gap: Duration,
-    /// Objects larger than this many bytes are stored as a stub that keeps their metadata.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OBJECT_BYTES)]
-    max_object_bytes: usize,
-    /// Name the actor of matching requests: `REGEX=NAME`, matched against `username|user_agent`. Repeatable.
-    #[arg(long = "actor-rule", value_name = "REGEX=NAME")]
-    actor_rules: Vec<String>,
+    #[command(flatten)]
+    recording: RecordingArgs,
     /// No progress bar.
     #[arg(short, long)]
     quiet: bool,
@@ -44,18 +30,11 @@ pub struct ImportArgs {
 
 /// Imports every input, then prints the summary; the exit code is 1 when anything was rejected.
 pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
-    if let Some(session) = &args.session {
-        validate_session_name(session)?;
-    }
-    let actor_rules = args.actor_rules.iter().map(|r| ActorRule::parse(r)).collect::<Result<Vec<_>, _>>()?;
-    let idle_gap_us = i64::try_from(args.idle_gap.as_micros()).context("--idle-gap is too large")?;
-    if idle_gap_us <= 0 {
-        bail!("--idle-gap must be longer than zero");
-    }
+    let recording = args.recording.resolve()?;
     let config = IngestConfig {
-        normalize: NormalizeConfig { max_object_bytes: args.max_object_bytes, actor_rules },
-        session: args.session.clone(),
-        idle_gap_us,
+        normalize: recording.normalize,
+        session: recording.session,
+        idle_gap_us: recording.idle_gap_us,
         ..IngestConfig::default()
     };
     let root = &args.data.data;

@@ -6,6 +6,7 @@ pub mod client;
 pub mod compact;
 pub mod demo;
 pub mod import;
+pub mod recording;
 pub mod replay;
 pub mod serve;
 pub mod session;

@@ -6,12 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use kubestep_ingest::actor::ActorRule;
-use kubestep_ingest::normalize::{DEFAULT_MAX_OBJECT_BYTES, NormalizeConfig};
 use kubestep_ingest::server::auth::TlsFiles;
 use kubestep_ingest::server::{DEFAULT_DEDUP_WINDOW, ServeConfig, Server};
-use kubestep_schemas::session::validate_session_name;
 
+use super::recording::RecordingArgs;
 use crate::DataDir;
 
 /// Arguments of `kubestep serve`.
@@ -22,12 +20,8 @@ pub struct ServeArgs {
     /// Address to listen on. A non-loopback address needs TLS and authentication, or --insecure.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9443")]
     listen: SocketAddr,
-    /// Record everything into this named session (until `kubestep session stop`).
-    #[arg(long, value_name = "NAME")]
-    session: Option<String>,
-    /// An automatic session ends after this long without events.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
-    idle_gap: Duration,
+    #[command(flatten)]
+    recording: RecordingArgs,
     /// Buffered records are written to Parquet at least this often.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     flush_interval: Duration,
@@ -44,12 +38,6 @@ pub struct ServeArgs {
     /// and its decoded records); beyond that, 503 with Retry-After.
     #[arg(long, value_name = "SIZE", default_value = "96MiB", value_parser = parse_size)]
     max_queue: usize,
-    /// Objects larger than this many bytes are stored as a stub that keeps their metadata.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_OBJECT_BYTES)]
-    max_object_bytes: usize,
-    /// Name the actor of matching requests: `REGEX=NAME`, matched against `username|user_agent`. Repeatable.
-    #[arg(long = "actor-rule", value_name = "REGEX=NAME")]
-    actor_rules: Vec<String>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -94,14 +82,7 @@ fn parse_size(text: &str) -> Result<usize, String> {
 
 /// Runs the service until SIGINT or SIGTERM, then flushes and exits 0.
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if let Some(session) = &args.session {
-        validate_session_name(session)?;
-    }
-    let actor_rules = args.actor_rules.iter().map(|r| ActorRule::parse(r)).collect::<Result<Vec<_>, _>>()?;
-    let idle_gap_us = i64::try_from(args.idle_gap.as_micros()).context("--idle-gap is too large")?;
-    if idle_gap_us <= 0 {
-        bail!("--idle-gap must be longer than zero");
-    }
+    let recording = args.recording.resolve()?;
     if args.max_body > MAX_BODY_LIMIT {
         bail!(
             "--max-body may be at most {} MiB (one webhook batch is one write-ahead log entry)",
@@ -113,9 +94,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut config = ServeConfig::new(PathBuf::from(&args.data.data));
     config.listen = args.listen;
-    config.normalize = NormalizeConfig { max_object_bytes: args.max_object_bytes, actor_rules };
-    config.session = args.session;
-    config.idle_gap_us = idle_gap_us;
+    config.normalize = recording.normalize;
+    config.session = recording.session;
+    config.idle_gap_us = recording.idle_gap_us;
     config.flush.interval = args.flush_interval;
     config.flush.max_rows = args.flush_rows.max(1);
     config.flush.max_bytes = args.flush_bytes.max(1);

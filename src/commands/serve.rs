@@ -56,6 +56,13 @@ pub struct ServeArgs {
     /// stays bounded; `kubestep import` de-duplicates against everything).
     #[arg(long, value_name = "EVENTS", default_value_t = DEFAULT_DEDUP_WINDOW)]
     dedup_window: usize,
+    /// Time a client has to send a request's headers, and again its body; slower connections
+    /// are closed (headers) or answered 408 (body). An idle keep-alive connection is closed after it.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    client_timeout: std::time::Duration,
+    /// Connections served at once; more are closed as they arrive.
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    max_connections: usize,
     /// Allow a non-loopback listen address without TLS and authentication.
     #[arg(long)]
     insecure: bool,
@@ -92,6 +99,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.flush_interval.is_zero() {
         bail!("--flush-interval must be longer than zero");
     }
+    if args.client_timeout.is_zero() {
+        bail!("--client-timeout must be longer than zero");
+    }
+    if args.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
     let mut config = ServeConfig::new(PathBuf::from(&args.data.data));
     config.listen = args.listen;
     config.normalize = recording.normalize;
@@ -109,6 +122,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     config.token_file = args.token_file;
     config.dedup_window = args.dedup_window.max(1);
+    config.connections.client_timeout = args.client_timeout;
+    config.connections.max_connections = args.max_connections;
 
     // Decoding runs on blocking threads. More of them than cores adds no throughput, and each
     // keeps its own allocator caches: under overload, hundreds of them would be hundreds of MB.

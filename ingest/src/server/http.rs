@@ -45,6 +45,8 @@ pub(super) struct Shared {
     pub(super) queue: Arc<Semaphore>,
     pub(super) queue_permits: u32,
     pub(super) max_body: usize,
+    /// Time a client has to send a whole body.
+    pub(super) body_timeout: std::time::Duration,
     pub(super) layout: Layout,
     pub(super) shutting_down: AtomicBool,
 }
@@ -106,10 +108,14 @@ async fn receive_batch(s: &Shared, headers: &HeaderMap, body: Body) -> (BatchOut
         (BatchOutcome::TooLarge, error(StatusCode::PAYLOAD_TOO_LARGE, message))
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let body = match read_body(body, s.max_body, declared).await {
-        Ok(body) => body,
-        Err(BodyError::TooLarge) => return too_large(),
-        Err(BodyError::Read(e)) => {
+    let body = match tokio::time::timeout(s.body_timeout, read_body(body, s.max_body, declared)).await {
+        Err(_) => {
+            let message = format!("the body did not arrive within {:?} (--client-timeout)", s.body_timeout);
+            return (BatchOutcome::TimedOut, error(StatusCode::REQUEST_TIMEOUT, message));
+        }
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::Read(e))) => {
             return (BatchOutcome::Malformed, error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")));
         }
     };

@@ -55,15 +55,18 @@ pub enum BatchOutcome {
     Unavailable,
     /// 401: no valid credentials.
     Unauthorized,
+    /// 408: the body did not arrive within `--client-timeout`.
+    TimedOut,
 }
 
 impl BatchOutcome {
-    const ALL: [BatchOutcome; 5] = [
+    const ALL: [BatchOutcome; 6] = [
         BatchOutcome::Accepted,
         BatchOutcome::Malformed,
         BatchOutcome::TooLarge,
         BatchOutcome::Unavailable,
         BatchOutcome::Unauthorized,
+        BatchOutcome::TimedOut,
     ];
 
     fn label(self) -> &'static str {
@@ -73,6 +76,7 @@ impl BatchOutcome {
             BatchOutcome::TooLarge => "too_large",
             BatchOutcome::Unavailable => "unavailable",
             BatchOutcome::Unauthorized => "unauthorized",
+            BatchOutcome::TimedOut => "timed_out",
         }
     }
 }
@@ -80,7 +84,11 @@ impl BatchOutcome {
 /// Every figure the service exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    batches: [AtomicU64; 5],
+    batches: [AtomicU64; 6],
+    /// Connections being served.
+    pub connections_open: AtomicU64,
+    /// Connections closed at accept because `--max-connections` were open.
+    pub connections_refused: AtomicU64,
     /// Request body bytes received on `POST /audit`.
     pub bytes_received: AtomicU64,
     /// Events in acknowledged batches, at every stage (counted at the acknowledgement).
@@ -136,6 +144,13 @@ impl Metrics {
         for (outcome, value) in BatchOutcome::ALL.iter().zip(&self.batches) {
             let _ = writeln!(out, "kubestep_batches_total{{outcome=\"{}\"}} {}", outcome.label(), value.load(Relaxed));
         }
+        gauge(&mut out, "kubestep_connections_open", "Connections being served.", &self.connections_open);
+        counter(
+            &mut out,
+            "kubestep_connections_refused_total",
+            "Connections closed at accept because the connection limit was reached.",
+            &self.connections_refused,
+        );
         counter(&mut out, "kubestep_received_bytes_total", "Webhook body bytes received.", &self.bytes_received);
         counter(&mut out, "kubestep_events_received_total", "Audit events in accepted batches.", &self.events_received);
         counter(&mut out, "kubestep_events_stored_total", "Records written to Parquet.", &self.events_stored);

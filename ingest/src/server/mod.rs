@@ -7,6 +7,7 @@
 //! replayed first, so every acknowledged event ends up stored exactly once.
 
 pub mod auth;
+pub mod connections;
 pub mod http;
 pub mod metrics;
 pub mod sessions;
@@ -65,6 +66,8 @@ pub struct ServeConfig {
     pub dedup_window: usize,
     /// Name of this writer in file names; random when `None`.
     pub writer_id: Option<String>,
+    /// Timeouts and limits every connection is served under.
+    pub connections: connections::ConnectionLimits,
 }
 
 impl ServeConfig {
@@ -84,6 +87,7 @@ impl ServeConfig {
             token_file: None,
             dedup_window: DEFAULT_DEDUP_WINDOW,
             writer_id: None,
+            connections: connections::ConnectionLimits::default(),
         }
     }
 }
@@ -113,6 +117,7 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     credentials: Arc<auth::Credentials>,
     state: http::AppState,
+    limits: connections::ConnectionLimits,
 }
 
 /// What start-up recovery did, for the log and for tests.
@@ -179,11 +184,12 @@ impl Server {
                 queue: Arc::new(Semaphore::new(queue_permits)),
                 queue_permits: queue_permits as u32,
                 max_body: config.max_body,
+                body_timeout: config.connections.client_timeout,
                 layout: Layout::new(data),
                 shutting_down: AtomicBool::new(false),
             }),
         };
-        Ok(Self { listener, tls, credentials, state })
+        Ok(Self { listener, tls, credentials, state, limits: config.connections })
     }
 
     /// Whether the service speaks HTTPS.
@@ -201,25 +207,22 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let state = self.state.clone();
         let metrics = state.inner.metrics.clone();
-        let router = http::router(self.state, self.credentials, metrics);
-        let app = router.into_make_service_with_connect_info::<auth::Peer>();
+        let router = http::router(self.state, self.credentials, metrics.clone());
+        let limits = self.limits;
         let shutdown = async move {
             shutdown.await;
             tracing::info!("shutting down: finishing requests in flight, then flushing");
         };
-        let served = match self.tls {
+        match self.tls {
             Some(config) => {
                 let listener = auth::TlsListener::new(self.listener, config)
                     .map_err(|e| ServeError::Storage(format!("starting TLS: {e}")))?;
-                axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+                connections::serve(listener, router, limits, metrics, shutdown).await;
             }
-            None => axum::serve(auth::PlainListener(self.listener), app).with_graceful_shutdown(shutdown).await,
-        };
-        let served = served.map_err(|e| ServeError::Storage(format!("serving: {e}")));
+            None => connections::serve(auth::PlainListener(self.listener), router, limits, metrics, shutdown).await,
+        }
         state.inner.shutting_down.store(true, std::sync::atomic::Ordering::Relaxed);
-        let flushed = state.inner.storage.shutdown().await.map_err(ServeError::Storage);
-        served?;
-        flushed?;
+        state.inner.storage.shutdown().await.map_err(ServeError::Storage)?;
         tracing::info!("stopped; every accepted event is stored");
         Ok(())
     }

@@ -226,3 +226,61 @@ fn a_public_address_is_allowed_with_tls_and_authentication() {
     );
     assert_eq!(server.terminate(), Some(0));
 }
+
+#[test]
+fn broken_and_silent_tls_clients_harm_nobody() {
+    let pki = pki();
+    let s = |p: &PathBuf| p.display().to_string();
+    let server = TestServer::start(
+        &pki.dir.path().join("data"),
+        &[
+            "--tls-cert",
+            &s(&pki.server_cert),
+            "--tls-key",
+            &s(&pki.server_key),
+            "--client-ca",
+            &s(&pki.client_ca),
+            "--client-timeout",
+            "1s",
+        ],
+    );
+    let address = server.base.trim_start_matches("https://").to_owned();
+    use std::io::{Read, Write};
+    // Connections that never start the handshake, and connections that send garbage instead.
+    let mut silent: Vec<std::net::TcpStream> =
+        (0..200).map(|_| std::net::TcpStream::connect(&address).unwrap()).collect();
+    let mut garbage: Vec<std::net::TcpStream> = (0..50)
+        .map(|i| {
+            let mut c = std::net::TcpStream::connect(&address).unwrap();
+            let junk: Vec<u8> = (0..512u32).map(|b| (b * 7 + i) as u8).collect();
+            let _ = c.write_all(&junk);
+            c
+        })
+        .collect();
+    // A handshake that stops half-way: a ClientHello record header promising more than is sent.
+    let mut half = std::net::TcpStream::connect(&address).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc]).unwrap();
+    silent.push(half);
+
+    let agent = tls_agent(&pki.ca, Some(&pki.client));
+    assert_eq!(post_batch(&agent, &server.base, "meanwhile", None), 200, "a good client is served meanwhile");
+    // Every one of them is closed by the server, the silent ones once the timeout has passed.
+    for c in silent.iter_mut().chain(garbage.iter_mut()) {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buffer = [0u8; 1024];
+        loop {
+            match c.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    panic!("a broken TLS client was kept open")
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    assert_eq!(post_batch(&agent, &server.base, "after", None), 200);
+    let log = server.log();
+    assert!(log.contains("TLS handshake timed out"), "{log}");
+    assert!(log.contains("TLS handshake failed"), "{log}");
+}

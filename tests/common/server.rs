@@ -61,6 +61,31 @@ impl TestServer {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The resident memory of the process (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid().unwrap_or(0))).unwrap_or_default();
+        let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next());
+        kib.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * 1024
+    }
+
+    /// `host:port` of the listener, for raw TCP clients.
+    pub fn address(&self) -> String {
+        self.base.split("://").nth(1).unwrap_or_default().to_owned()
+    }
+
+    /// One figure of `GET /metrics` (the first sample whose name and labels are `series`).
+    pub fn metric(&self, series: &str) -> f64 {
+        let (_, text) = self.get("/metrics");
+        let prefix = format!("{series} ");
+        let value = text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok());
+        value.unwrap_or_else(|| panic!("no metric {series} in:\n{text}"))
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -30,8 +30,6 @@ use tokio_rustls::server::TlsStream;
 
 use super::metrics::{BatchOutcome, Metrics};
 
-/// A TLS handshake that takes longer than this is abandoned (slow or idle clients).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Completed handshakes waiting for the HTTP server to pick them up.
 const ACCEPT_QUEUE: usize = 128;
 
@@ -194,8 +192,8 @@ impl Listener for PlainListener {
     }
 }
 
-/// TLS over TCP. Handshakes run in their own tasks with a timeout, so a slow client holds up
-/// nobody else.
+/// TLS over TCP. Handshakes run in their own tasks and are abandoned after `handshake_timeout`
+/// (`--client-timeout`), so a slow or silent client holds up nobody else.
 pub struct TlsListener {
     local: SocketAddr,
     accepted: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
@@ -203,7 +201,7 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Starts accepting on `tcp` with `config`.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>, handshake_timeout: Duration) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPT_QUEUE);
         let acceptor = TlsAcceptor::from(config);
@@ -217,7 +215,7 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let verified_client_cert =
                                 tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());

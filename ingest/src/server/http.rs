@@ -14,7 +14,7 @@ use futures::StreamExt;
 use kubestep_schemas::session::validate_session_name;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 use super::auth::{Credentials, require_credentials};
@@ -103,18 +103,22 @@ async fn post_audit(State(state): State<AppState>, headers: HeaderMap, body: Bod
 }
 
 async fn receive_batch(s: &Shared, headers: &HeaderMap, body: Body) -> (BatchOutcome, Response) {
+    let busy = || (BatchOutcome::Unavailable, unavailable("too many batches are waiting; retry", RETRY_AFTER_BUSY));
     let too_large = || {
         let message = format!("the body is larger than the limit of {} bytes (--max-body)", s.max_body);
         (BatchOutcome::TooLarge, error(StatusCode::PAYLOAD_TOO_LARGE, message))
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let body = match tokio::time::timeout(s.body_timeout, read_body(body, s.max_body, declared)).await {
+    let mut reservation = Reservation { queue: s.queue.clone(), permit: None, kib: 0, max_kib: s.queue_permits };
+    let read = read_body(body, s.max_body, declared, &mut reservation);
+    let body = match tokio::time::timeout(s.body_timeout, read).await {
         Err(_) => {
             let message = format!("the body did not arrive within {:?} (--client-timeout)", s.body_timeout);
             return (BatchOutcome::TimedOut, error(StatusCode::REQUEST_TIMEOUT, message));
         }
         Ok(Ok(body)) => body,
         Ok(Err(BodyError::TooLarge)) => return too_large(),
+        Ok(Err(BodyError::Busy)) => return busy(),
         Ok(Err(BodyError::Read(e))) => {
             return (BatchOutcome::Malformed, error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")));
         }
@@ -129,10 +133,9 @@ async fn receive_batch(s: &Shared, headers: &HeaderMap, body: Body) -> (BatchOut
         return (BatchOutcome::Unavailable, unavailable("storage is full; retry later", RETRY_AFTER_FULL));
     }
     // A body takes its bytes plus about as much again once decoded into records.
-    let kib = u32::try_from(2 * body.len() / 1024 + 1).unwrap_or(u32::MAX).min(s.queue_permits);
-    let Ok(_permit) = s.queue.clone().try_acquire_many_owned(kib) else {
-        return (BatchOutcome::Unavailable, unavailable("too many batches are waiting; retry", RETRY_AFTER_BUSY));
-    };
+    if !reservation.grow_to(body.len().saturating_mul(2)) {
+        return busy();
+    }
     s.metrics.queue_bytes.fetch_add(body.len() as u64, Relaxed);
     let result = prepare_and_append(s, body.clone()).await;
     s.metrics.queue_bytes.fetch_sub(body.len() as u64, Relaxed);
@@ -214,10 +217,43 @@ fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
     (line_start + column.saturating_sub(1)).min(body.len())
 }
 
+/// The share of the queue budget (`--max-queue`, one permit per KiB) one request holds, from the
+/// first bytes of its body to its acknowledgement. It grows as the body arrives, so a client that
+/// announces or trickles a large body holds only what it has sent, and the sum over every request
+/// stays within the budget: beyond it, 503.
+struct Reservation {
+    queue: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+    kib: u32,
+    /// The whole budget: one request never asks for more, so it can always be served alone.
+    max_kib: u32,
+}
+
+impl Reservation {
+    /// Holds enough for `bytes`; false when the budget has not that much left.
+    fn grow_to(&mut self, bytes: usize) -> bool {
+        let want = u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX).min(self.max_kib);
+        if want <= self.kib {
+            return true;
+        }
+        let Ok(more) = self.queue.clone().try_acquire_many_owned(want - self.kib) else {
+            return false;
+        };
+        match &mut self.permit {
+            Some(held) => held.merge(more),
+            None => self.permit = Some(more),
+        }
+        self.kib = want;
+        true
+    }
+}
+
 /// Why a body was not read.
 enum BodyError {
     /// Over the limit.
     TooLarge,
+    /// The queue budget cannot hold it now.
+    Busy,
     /// The connection failed or the client gave up.
     Read(axum::Error),
 }
@@ -229,13 +265,22 @@ const DRAIN_FACTOR: usize = 4;
 /// Reads the body, up to `limit` bytes. A larger body is still read to its end (and thrown away)
 /// when it is not absurdly large, so that the client, which sends the whole body before it reads
 /// the answer, receives the 413 instead of a reset connection.
-async fn read_body(body: Body, limit: usize, declared: Option<usize>) -> Result<Bytes, BodyError> {
+async fn read_body(
+    body: Body,
+    limit: usize,
+    declared: Option<usize>,
+    reservation: &mut Reservation,
+) -> Result<Bytes, BodyError> {
     let drain_limit = limit.saturating_mul(DRAIN_FACTOR);
     if declared.is_some_and(|n| n > drain_limit) {
         return Err(BodyError::TooLarge);
     }
+    let capacity = declared.unwrap_or(0).min(limit);
+    if !reservation.grow_to(capacity) {
+        return Err(BodyError::Busy);
+    }
     let mut stream = body.into_data_stream();
-    let mut buffer = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut buffer = Vec::with_capacity(capacity);
     let mut total = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(BodyError::Read)?;
@@ -244,6 +289,9 @@ async fn read_body(body: Body, limit: usize, declared: Option<usize>) -> Result<
             return Err(BodyError::TooLarge);
         }
         if total <= limit {
+            if !reservation.grow_to(total) {
+                return Err(BodyError::Busy);
+            }
             buffer.extend_from_slice(&chunk);
         }
     }

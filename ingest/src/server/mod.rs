@@ -215,7 +215,7 @@ impl Server {
         };
         match self.tls {
             Some(config) => {
-                let listener = auth::TlsListener::new(self.listener, config)
+                let listener = auth::TlsListener::new(self.listener, config, limits.client_timeout)
                     .map_err(|e| ServeError::Storage(format!("starting TLS: {e}")))?;
                 connections::serve(listener, router, limits, metrics, shutdown).await;
             }

@@ -82,7 +82,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if s.shutting_down.load(Relaxed) {
         return unavailable("shutting down", RETRY_AFTER_BUSY);
     }
-    if s.storage.is_full() {
+    if s.storage.was_recently_full() {
         return unavailable("storage is full", RETRY_AFTER_FULL);
     }
     "ready\n".into_response()

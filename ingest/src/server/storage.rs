@@ -15,7 +15,7 @@
 //! start replays them (de-duplication makes that exactly-once).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -85,8 +85,15 @@ pub struct Storage {
     to_wal: SyncSender<WalRequest>,
     /// Set while flushing fails for lack of space: new batches get 503 until a flush succeeds.
     storage_full: Arc<AtomicBool>,
+    /// When a WAL append last failed for lack of space (milliseconds since `started`, plus one;
+    /// zero when the last append succeeded).
+    wal_full_at: Arc<AtomicU64>,
+    started: Instant,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
+
+/// For this long after a WAL append failed for lack of space, the service says it is not ready.
+const WAL_FULL_NOT_READY: Duration = Duration::from_secs(10);
 
 impl Storage {
     /// Starts the WAL and writer threads. `ingestor` already holds whatever recovery replayed, and
@@ -130,12 +137,28 @@ impl Storage {
                 .spawn(move || writer.run(writer_rx))
                 .map_err(|source| WalError::Io { action: "starting the writer thread for", path: wal_dir, source })?
         };
-        Ok(Self { to_wal, storage_full, threads: Arc::new(Mutex::new(vec![wal_thread, writer_thread])) })
+        Ok(Self {
+            to_wal,
+            storage_full,
+            wal_full_at: Arc::new(AtomicU64::new(0)),
+            started: Instant::now(),
+            threads: Arc::new(Mutex::new(vec![wal_thread, writer_thread])),
+        })
     }
 
     /// Whether new batches should be refused because storage is full.
     pub fn is_full(&self) -> bool {
         self.storage_full.load(Relaxed)
+    }
+
+    /// Whether storage was found full recently: flushes are failing, or a WAL append failed for
+    /// lack of space in the last few seconds (batches are still tried, so that the service notices
+    /// by itself when space frees). For the readiness probe.
+    pub fn was_recently_full(&self) -> bool {
+        let at = self.wal_full_at.load(Relaxed);
+        let recent = at != 0
+            && self.started.elapsed().as_millis().saturating_sub(u128::from(at - 1)) < WAL_FULL_NOT_READY.as_millis();
+        self.is_full() || recent
     }
 
     /// Makes a prepared batch durable and hands it to the writer. Returns once it is in the WAL.
@@ -152,8 +175,15 @@ impl Storage {
             mpsc::TrySendError::Disconnected(_) => AppendError::ShuttingDown,
         })?;
         match done.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) if e.starts_with(FULL_PREFIX) => Err(AppendError::Full(e[FULL_PREFIX.len()..].to_owned())),
+            Ok(Ok(())) => {
+                self.wal_full_at.store(0, Relaxed);
+                Ok(())
+            }
+            Ok(Err(e)) if e.starts_with(FULL_PREFIX) => {
+                let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
+                self.wal_full_at.store(now + 1, Relaxed);
+                Err(AppendError::Full(e[FULL_PREFIX.len()..].to_owned()))
+            }
             Ok(Err(e)) => Err(AppendError::Io(e)),
             Err(_) => Err(AppendError::ShuttingDown),
         }

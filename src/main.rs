@@ -78,6 +78,8 @@ enum Command {
     Session(commands::session::SessionArgs),
     /// Merge a session's small files into large ones; queries running meanwhile are not disturbed.
     Compact(commands::compact::CompactArgs),
+    /// Check a recording: every file readable, schema as expected, no event stored twice, WAL consistent.
+    Verify(commands::verify::VerifyArgs),
     /// Generate a simulated cluster's audit events (JSON lines, or posted to a webhook).
     Simulate(commands::simulate::SimulateArgs),
     /// The whole product in one command: a simulated cluster recorded through the webhook, analysed.
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Session(args) => commands::session::run(args),
         Command::Compact(args) => commands::compact::run(args),
+        Command::Verify(args) => commands::verify::run(args),
         Command::Simulate(args) => commands::simulate::run(args),
         Command::Demo(args) => commands::demo::run(args),
     };

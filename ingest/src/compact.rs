@@ -22,7 +22,8 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use kubestep_schemas::schema::columns;
@@ -269,9 +270,18 @@ fn compact_partition(
     let inputs: HashSet<PathBuf> = groups.iter().flatten().map(|(p, _)| p.clone()).collect();
     let mut merged_rows = 0;
     for group in &groups {
+        // An event stored twice (say, by a bug or by a copy made by hand) is merged once.
+        let mut seen = HashSet::new();
         let mut batches = Vec::new();
         for (file, _) in group {
-            batches.extend(read_all(file)?);
+            for batch in read_all(file)? {
+                let mut keep = Vec::with_capacity(batch.num_rows());
+                crate::dedup::batch_keys(&batch, |key| keep.push(seen.insert(key)))
+                    .map_err(|reason| CompactError::Read { path: file.clone(), reason })?;
+                let batch = filter_record_batch(&batch, &BooleanArray::from(keep))
+                    .map_err(|e| CompactError::Read { path: file.clone(), reason: e.to_string() })?;
+                batches.push(batch);
+            }
         }
         let written = writer.write_into(&staging, &batches)?;
         merged_rows += written.rows;

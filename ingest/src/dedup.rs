@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -156,6 +156,24 @@ impl Deduplicator {
     }
 }
 
+/// Hands the de-duplication key of every row of `batch` (a batch of operation records with at
+/// least the key columns) to `each`.
+pub fn batch_keys(batch: &RecordBatch, mut each: impl FnMut(u128)) -> Result<(), String> {
+    let column = |name: &str| batch.column_by_name(name).ok_or_else(|| format!("no column {name}"));
+    let audit_id = column(columns::AUDIT_ID)?.as_string_opt::<i32>().ok_or("audit_id is not Utf8")?;
+    let stage = column(columns::STAGE)?.as_string_opt::<i32>().ok_or("stage is not Utf8")?;
+    let verb = column(columns::VERB)?.as_string_opt::<i32>().ok_or("verb is not Utf8")?;
+    let uri = column(columns::REQUEST_URI)?.as_string_opt::<i32>().ok_or("request_uri is not Utf8")?;
+    let received = column(columns::RECEIVED_AT)?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or("received_at is not Timestamp(us)")?;
+    for i in 0..batch.num_rows() {
+        let request_uri = (!uri.is_null(i)).then(|| uri.value(i));
+        each(dedup_key(audit_id.value(i), stage.value(i), received.value(i), verb.value(i), request_uri));
+    }
+    Ok(())
+}
+
 fn load_file_keys(path: &Path, out: &mut HashSet<u128>) -> Result<(), LoadKeysError> {
     let err = |reason: String| LoadKeysError { path: path.to_owned(), reason };
     let file = File::open(path).map_err(|e| err(e.to_string()))?;
@@ -165,21 +183,10 @@ fn load_file_keys(path: &Path, out: &mut HashSet<u128>) -> Result<(), LoadKeysEr
     let reader = builder.with_projection(mask).build().map_err(|e| err(e.to_string()))?;
     for batch in reader {
         let batch = batch.map_err(|e| err(e.to_string()))?;
-        let column = |name: &str| batch.column_by_name(name).ok_or_else(|| err(format!("no column {name}")));
-        let audit_id =
-            column(columns::AUDIT_ID)?.as_string_opt::<i32>().ok_or_else(|| err("audit_id is not Utf8".into()))?;
-        let stage = column(columns::STAGE)?.as_string_opt::<i32>().ok_or_else(|| err("stage is not Utf8".into()))?;
-        let verb = column(columns::VERB)?.as_string_opt::<i32>().ok_or_else(|| err("verb is not Utf8".into()))?;
-        let uri = column(columns::REQUEST_URI)?
-            .as_string_opt::<i32>()
-            .ok_or_else(|| err("request_uri is not Utf8".into()))?;
-        let received = column(columns::RECEIVED_AT)?
-            .as_primitive_opt::<TimestampMicrosecondType>()
-            .ok_or_else(|| err("received_at is not Timestamp(us)".into()))?;
-        for i in 0..batch.num_rows() {
-            let request_uri = (!uri.is_null(i)).then(|| uri.value(i));
-            out.insert(dedup_key(audit_id.value(i), stage.value(i), received.value(i), verb.value(i), request_uri));
-        }
+        batch_keys(&batch, |key| {
+            out.insert(key);
+        })
+        .map_err(err)?;
     }
     Ok(())
 }

@@ -154,6 +154,34 @@ pub fn recover(dir: &Path, mut replay: impl FnMut(WalEntry)) -> Result<Recovery,
     Ok(recovery)
 }
 
+/// What one segment holds, read without changing it (for `kubestep verify`).
+#[derive(Debug, Clone)]
+pub struct SegmentState {
+    /// The segment file.
+    pub path: PathBuf,
+    /// Complete entries in it.
+    pub entries: u64,
+    /// Its size in bytes.
+    pub len: u64,
+    /// Bytes of complete entries (and the header) at its start.
+    pub valid_len: u64,
+    /// What follows the complete entries, when anything does.
+    pub problem: Option<String>,
+}
+
+/// Reads every segment in `dir`, oldest first, without repairing anything.
+pub fn inspect(dir: &Path) -> Result<Vec<SegmentState>, WalError> {
+    let mut states = Vec::new();
+    for id in segment_ids(dir)? {
+        let path = segment_path(dir, id);
+        let bytes = fs::read(&path).map_err(io_err("reading", &path))?;
+        let mut entries = 0;
+        let (valid_len, problem) = read_segment(&bytes, |_| entries += 1);
+        states.push(SegmentState { path, entries, len: bytes.len() as u64, valid_len: valid_len as u64, problem });
+    }
+    Ok(states)
+}
+
 /// Parses a segment, returning how many leading bytes hold complete entries and, if anything
 /// follows them, what it was.
 fn read_segment(bytes: &[u8], mut entry: impl FnMut(WalEntry)) -> (usize, Option<String>) {

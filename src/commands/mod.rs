@@ -13,3 +13,4 @@ pub mod session;
 pub mod sessions;
 pub mod simulate;
 pub mod sql;
+pub mod verify;

@@ -1,0 +1,349 @@
+//! `kubestep verify`: checks a recording and says what is wrong with it and how to repair it.
+//!
+//! It reads everything and changes nothing: every Parquet file is decoded in full (a damaged page
+//! anywhere is found), its schema compared with the operation record's, its place checked against
+//! the hive layout and its rows against their partition's date; every event's de-duplication key is
+//! compared across files (one date at a time, since a key includes its event's time); the WAL's
+//! segments are parsed as recovery would parse them; leftovers of interrupted writes and
+//! compactions are listed.
+//!
+//! Findings are errors (data is damaged, missing or stored twice) or notices (states the service
+//! repairs by itself at its next start, such as a torn WAL tail or a temporary file).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use kubestep_schemas::schema::{columns, file_schema};
+use serde::Serialize;
+
+use crate::dedup::batch_keys;
+use crate::layout::{Layout, partition_date};
+use crate::wal;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Data is damaged, unreadable or stored twice: `verify` exits 1.
+    Error,
+    /// Something the service cleans up or finishes by itself; nothing is lost.
+    Notice,
+}
+
+/// One thing found wrong.
+#[derive(Debug, Clone, Serialize)]
+pub struct Finding {
+    /// How bad it is.
+    pub severity: Severity,
+    /// The file or directory concerned.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub problem: String,
+    /// What to do about it.
+    pub repair: String,
+}
+
+/// What `verify` read and found.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Parquet files read in full.
+    pub files: usize,
+    /// Rows in them.
+    pub rows: u64,
+    /// Sessions (partition directories `session_id=...`).
+    pub sessions: usize,
+    /// WAL segments, and complete entries in them (batches acknowledged but not yet in Parquet,
+    /// unless the service is running).
+    pub wal_segments: usize,
+    /// Complete WAL entries.
+    pub wal_entries: u64,
+    /// Everything wrong, in the order found.
+    pub findings: Vec<Finding>,
+}
+
+impl VerifyReport {
+    /// Whether any finding is an error.
+    pub fn has_errors(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Error)
+    }
+
+    fn error(&mut self, path: &Path, problem: impl Into<String>, repair: impl Into<String>) {
+        self.push(Severity::Error, path, problem, repair);
+    }
+
+    fn notice(&mut self, path: &Path, problem: impl Into<String>, repair: impl Into<String>) {
+        self.push(Severity::Notice, path, problem, repair);
+    }
+
+    fn push(&mut self, severity: Severity, path: &Path, problem: impl Into<String>, repair: impl Into<String>) {
+        self.findings.push(Finding { severity, path: path.to_owned(), problem: problem.into(), repair: repair.into() });
+    }
+}
+
+/// Why a recording could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// There is no recording there.
+    #[error("{0} is not a KubeStep recording: it has no operations/ directory")]
+    NotARecording(PathBuf),
+    /// A directory could not be listed.
+    #[error("listing {path}: {source}")]
+    List {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Checks the recording at `root`.
+pub fn verify(root: &Path) -> Result<VerifyReport, VerifyError> {
+    let layout = Layout::new(root);
+    let operations = layout.operations_dir();
+    if !operations.is_dir() {
+        return Err(VerifyError::NotARecording(root.to_owned()));
+    }
+    let mut report = VerifyReport::default();
+    // Files by date: keys of different dates never collide.
+    let mut by_date: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for session in list(&operations)? {
+        let Some(_) = hive_value(&session, columns::SESSION_ID).filter(|_| session.is_dir()) else {
+            report.notice(&session, "not a session directory (session_id=NAME)", "move it out of operations/");
+            continue;
+        };
+        report.sessions += 1;
+        for date_dir in list(&session)? {
+            let date = hive_value(&date_dir, columns::DATE).filter(|d| date_dir.is_dir() && is_date(d));
+            let Some(date) = date else {
+                report.notice(&date_dir, "not a date directory (date=YYYY-MM-DD)", "move it out of operations/");
+                continue;
+            };
+            for file in list(&date_dir)? {
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                if name.ends_with(".tmp") {
+                    report.notice(
+                        &file,
+                        "the temporary file of an interrupted write (never part of the recording)",
+                        "`kubestep serve` removes it at its next start; or delete it",
+                    );
+                } else if name.ends_with(".parquet") && file.is_file() {
+                    by_date.entry(date.clone()).or_default().push(file);
+                } else {
+                    report.notice(&file, "not a Parquet file of the recording", "move it out of operations/");
+                }
+            }
+        }
+    }
+    for (date, files) in &by_date {
+        check_date(date, files, &mut report);
+    }
+    check_compaction(root, &mut report)?;
+    check_wal(&layout.wal_dir(), &mut report);
+    Ok(report)
+}
+
+fn list(dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| VerifyError::List { path: dir.to_owned(), source })?;
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    Ok(paths)
+}
+
+fn hive_value(dir: &Path, key: &str) -> Option<String> {
+    let name = dir.file_name()?.to_str()?;
+    name.strip_prefix(key)?.strip_prefix('=').filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+fn is_date(text: &str) -> bool {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+}
+
+/// Reads every file of one date in full; reports unreadable files, wrong schemas, rows of another
+/// date and events stored more than once.
+fn check_date(date: &str, files: &[PathBuf], report: &mut VerifyReport) {
+    let expected = file_schema();
+    // key -> index of the first file that holds it
+    let mut first_seen: HashMap<u128, usize> = HashMap::new();
+    let mut duplicates: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+    for (index, path) in files.iter().enumerate() {
+        let damaged = |reason: String| {
+            (
+                format!("cannot be read: {reason}"),
+                "move it out of the recording (keep it for analysis); if the service wrote it and its WAL \
+                 still holds the batches, restarting `kubestep serve` stores them again"
+                    .to_owned(),
+            )
+        };
+        let builder = match File::open(path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string()))
+        {
+            Ok(b) => b,
+            Err(reason) => {
+                let (problem, repair) = damaged(reason);
+                report.error(path, problem, repair);
+                continue;
+            }
+        };
+        let schema = builder.schema().clone();
+        if let Some(difference) = schema_difference(&schema, &expected) {
+            report.error(
+                path,
+                format!("its schema is not the operation record's: {difference}"),
+                "move it out of operations/: it was not written by KubeStep (or by an incompatible version)",
+            );
+            continue;
+        }
+        let reader = match builder.with_batch_size(8192).build() {
+            Ok(r) => r,
+            Err(e) => {
+                let (problem, repair) = damaged(e.to_string());
+                report.error(path, problem, repair);
+                continue;
+            }
+        };
+        let mut rows = 0u64;
+        let mut wrong_date = 0u64;
+        let mut failure = None;
+        for batch in reader {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            };
+            rows += batch.num_rows() as u64;
+            if let Some(received) = batch
+                .column_by_name(columns::RECEIVED_AT)
+                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+            {
+                wrong_date += (0..received.len()).filter(|&i| partition_date(received.value(i)) != date).count() as u64;
+            }
+            let keyed = batch_keys(&batch, |key| {
+                if let Some(&first) = first_seen.get(&key) {
+                    *duplicates.entry((first, index)).or_default() += 1;
+                } else {
+                    first_seen.insert(key, index);
+                }
+            });
+            if let Err(e) = keyed {
+                failure = Some(e);
+                break;
+            }
+        }
+        if let Some(reason) = failure {
+            let (problem, repair) = damaged(reason);
+            report.error(path, problem, repair);
+        }
+        report.files += 1;
+        report.rows += rows;
+        if wrong_date > 0 {
+            report.error(
+                path,
+                format!("{wrong_date} rows were received on another date than its partition's ({date})"),
+                "re-import the events with `kubestep import` into a fresh recording",
+            );
+        }
+    }
+    for ((first, second), count) in duplicates {
+        let (a, b) = (&files[first], &files[second]);
+        let within =
+            if first == second { "twice within this file".to_owned() } else { format!("also in {}", a.display()) };
+        let repair = if a.parent() == b.parent() {
+            "run `kubestep compact --session S --target-rows N` with N above the rows of both files: merging \
+             keeps each event once"
+        } else {
+            "the two files are in different sessions: move the file of the session that should not hold the \
+             events out of the recording"
+        };
+        report.error(b, format!("{count} events stored more than once: {within}"), repair);
+    }
+}
+
+/// The first way `actual` differs from `expected` (names, order, types), if any.
+fn schema_difference(
+    actual: &datafusion::arrow::datatypes::Schema,
+    expected: &datafusion::arrow::datatypes::Schema,
+) -> Option<String> {
+    for (i, want) in expected.fields().iter().enumerate() {
+        let Some(have) = actual.fields().get(i) else {
+            return Some(format!("column {} ({}) is missing", i + 1, want.name()));
+        };
+        if have.name() != want.name() {
+            return Some(format!("column {} is {}, expected {}", i + 1, have.name(), want.name()));
+        }
+        if have.data_type() != want.data_type() {
+            return Some(format!("{} is {}, expected {}", want.name(), have.data_type(), want.data_type()));
+        }
+    }
+    let extra = actual.fields().len().checked_sub(expected.fields().len()).filter(|&n| n > 0)?;
+    Some(format!("{extra} columns more than expected"))
+}
+
+/// A compaction that stopped half-way leaves its staging directory and manifest behind.
+fn check_compaction(root: &Path, report: &mut VerifyReport) -> Result<(), VerifyError> {
+    let staging = root.join("compact");
+    if !staging.is_dir() {
+        return Ok(());
+    }
+    for entry in list(&staging)? {
+        let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name == ".lock" || name.ends_with(".lock") {
+            continue;
+        }
+        report.notice(
+            &entry,
+            "left by a compaction that was interrupted",
+            "run `kubestep compact` (the next run finishes or undoes it); queries are not affected",
+        );
+    }
+    Ok(())
+}
+
+/// Parses the WAL as recovery would: a torn tail of the newest segment is a crash's normal trace,
+/// damage anywhere else means acknowledged batches that cannot be replayed.
+fn check_wal(dir: &Path, report: &mut VerifyReport) {
+    let segments = match wal::inspect(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            report.error(dir, format!("the write-ahead log cannot be read: {e}"), "check the directory's permissions");
+            return;
+        }
+    };
+    report.wal_segments = segments.len();
+    report.wal_entries = segments.iter().map(|s| s.entries).sum();
+    let last = segments.len().saturating_sub(1);
+    for (i, segment) in segments.iter().enumerate() {
+        let Some(problem) = &segment.problem else { continue };
+        let discarded = segment.len - segment.valid_len;
+        if i == last {
+            report.notice(
+                &segment.path,
+                format!("{problem}: {discarded} bytes after the last complete entry (a batch never acknowledged)"),
+                "`kubestep serve` cuts it off at its next start",
+            );
+        } else {
+            report.error(
+                &segment.path,
+                format!("{problem}: {discarded} bytes of an older segment cannot be replayed"),
+                "start `kubestep serve` to replay the entries before it; the batches after it must be re-sent",
+            );
+        }
+    }
+    if report.wal_entries > 0 {
+        report.notice(
+            dir,
+            format!(
+                "{} acknowledged batches are in the write-ahead log, not yet in Parquet (normal while the \
+                 service runs; after a crash, until it restarts)",
+                report.wal_entries
+            ),
+            "if the service is not running, start `kubestep serve -d DIR`: it replays them",
+        );
+    }
+}

@@ -112,7 +112,7 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
     let subresource = non_empty(object_ref.subresource);
     let kind =
         derive_kind(&verb, resource.as_deref(), subresource.as_deref(), response_head.as_ref(), request_head.as_ref());
-    let is_secret = resource.as_deref() == Some("secrets") || kind.as_deref() == Some("Secret");
+    let is_secret = resource.as_deref() == Some("secrets") || matches!(kind.as_deref(), Some("Secret" | "SecretList"));
 
     let name = non_empty(object_ref.name)
         .or_else(|| (!response_is_status).then(|| response_meta.and_then(|m| m.name.clone())).flatten());
@@ -180,7 +180,10 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
 
     let keep_object = |raw: Option<&'a serde_json::value::RawValue>| -> Option<Cow<'a, str>> {
         let json = raw?.get();
-        let json: Cow<'a, str> = if is_secret { Cow::Owned(redact_secret(json)) } else { Cow::Borrowed(json) };
+        // Secrets can also travel inside other objects (a generic `List` of them, say): any object
+        // that names the kind is redacted too.
+        let carries_secret = is_secret || memchr::memmem::find(json.as_bytes(), b"\"Secret\"").is_some();
+        let json: Cow<'a, str> = if carries_secret { Cow::Owned(redact_secret(json)) } else { Cow::Borrowed(json) };
         Some(match truncate_object(&json, config.max_object_bytes) {
             Some(stub) => Cow::Owned(stub),
             None => json,

@@ -109,6 +109,10 @@ fn every_acknowledged_event_is_stored_exactly_once_across_kills() {
     let mismatched =
         count(&data, "SELECT count(*) FROM operations WHERE name <> concat('c-', split_part(request_uri, 'c-', 2))");
     assert_eq!(mismatched, 0);
+    // Every file decodes in full, no event is in two files, and the WAL is empty.
+    let verified = kubestep(&["verify", "-d", &data.display().to_string()], None);
+    let (report, _) = text(&verified);
+    assert!(verified.status.success() && report.contains("write-ahead log: 0 segments"), "{report}");
     // No temporary file, no WAL segment, and every Parquet file is whole (read above through the
     // footer and every row group).
     for file in all_files(&data) {

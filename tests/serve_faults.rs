@@ -163,6 +163,8 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
     let stored = rows(&data, "SELECT count(*), count(DISTINCT audit_id) FROM operations");
     assert_eq!(stored[0], vec![acknowledged.to_string(), acknowledged.to_string()], "every acknowledged event, once");
     assert!(server.log().contains("No space left on device"), "the log says why: {}", server.log());
+    let verified = kubestep(&["verify", "-d", &data.display().to_string()], None);
+    assert!(verified.status.success(), "{:?}", text(&verified));
 }
 
 #[test]

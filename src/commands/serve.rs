@@ -28,15 +28,16 @@ pub struct ServeArgs {
     /// ... or as soon as this many are buffered.
     #[arg(long, value_name = "ROWS", default_value_t = 1_000_000)]
     flush_rows: usize,
-    /// ... or as soon as they take this many bytes of memory (e.g. 32MiB).
-    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
+    /// ... or as soon as they take this many bytes of memory (e.g. 16MiB).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
     flush_bytes: usize,
-    /// Larger request bodies are refused with 413 (e.g. 64MiB).
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    /// Larger request bodies are refused with 413 (e.g. 32MiB; the API server's 400-event batches
+    /// are a few MiB unless they carry very large objects).
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_size)]
     max_body: usize,
     /// Memory that batches waiting for the write-ahead log may take (a body counts twice: its bytes
     /// and its decoded records); beyond that, 503 with Retry-After.
-    #[arg(long, value_name = "SIZE", default_value = "96MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     max_queue: usize,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, value_name = "FILE", requires = "tls_key")]

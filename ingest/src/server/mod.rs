@@ -32,9 +32,11 @@ use metrics::Metrics;
 use sessions::ActiveSession;
 use storage::{FlushPolicy, Storage};
 
-/// Default `--dedup-window`: two million events, about 70 MB of keys at most. At a busy cluster's
-/// 2 000 events/s that is over 15 minutes, far beyond the API server's retries (about two minutes).
-pub const DEFAULT_DEDUP_WINDOW: usize = 2_000_000;
+/// Default `--dedup-window`: half a million events, so that between 0.5 and 1 million keys are
+/// remembered (about 18 to 36 MB). The API server gives up on a batch about two minutes after its
+/// first attempt; half a million events are more than two minutes up to 4 000 events/s. Busier
+/// clusters should raise it (memory grows by about 36 bytes per event).
+pub const DEFAULT_DEDUP_WINDOW: usize = 500_000;
 
 /// Everything `kubestep serve` can be told.
 #[derive(Debug, Clone)]
@@ -79,9 +81,9 @@ impl ServeConfig {
             normalize: NormalizeConfig::default(),
             session: None,
             idle_gap_us: DEFAULT_IDLE_GAP_US,
-            flush: FlushPolicy { interval: Duration::from_secs(10), max_rows: 1_000_000, max_bytes: 32 << 20 },
-            max_body: 64 << 20,
-            max_queue_bytes: 96 << 20,
+            flush: FlushPolicy { interval: Duration::from_secs(10), max_rows: 1_000_000, max_bytes: 16 << 20 },
+            max_body: 32 << 20,
+            max_queue_bytes: 64 << 20,
             insecure: false,
             tls: None,
             token_file: None,

@@ -137,7 +137,7 @@ async fn receive_batch(s: &Shared, headers: &HeaderMap, body: Body) -> (BatchOut
         return busy();
     }
     s.metrics.queue_bytes.fetch_add(body.len() as u64, Relaxed);
-    let result = prepare_and_append(s, body.clone()).await;
+    let result = prepare_and_append(s, body.clone(), reservation.permit.take()).await;
     s.metrics.queue_bytes.fetch_sub(body.len() as u64, Relaxed);
     match result {
         Ok(prepared_summary) => {
@@ -158,7 +158,11 @@ struct Accepted {
     rejected: usize,
 }
 
-async fn prepare_and_append(s: &Shared, body: Bytes) -> Result<Accepted, (BatchOutcome, Response)> {
+async fn prepare_and_append(
+    s: &Shared,
+    body: Bytes,
+    budget: Option<OwnedSemaphorePermit>,
+) -> Result<Accepted, (BatchOutcome, Response)> {
     let normalize = s.normalize.clone();
     let for_prepare = body.clone();
     let prepared = tokio::task::spawn_blocking(move || prepare("POST /audit", &for_prepare, &normalize))
@@ -171,7 +175,7 @@ async fn prepare_and_append(s: &Shared, body: Bytes) -> Result<Accepted, (BatchO
     let summary =
         Accepted { events: prepared.events_read, records: prepared.num_records(), rejected: prepared.rejections.len() };
     let session = s.sessions.current();
-    match s.storage.append(session, body, prepared).await {
+    match s.storage.append(session, body, prepared, budget).await {
         Ok(()) => Ok(summary),
         Err(e @ AppendError::Full(_)) => Err((BatchOutcome::Unavailable, unavailable(e.to_string(), RETRY_AFTER_FULL))),
         Err(e @ (AppendError::Busy | AppendError::ShuttingDown)) => {
@@ -230,6 +234,12 @@ struct Reservation {
 }
 
 impl Reservation {
+    /// Gives back everything held.
+    fn release(&mut self) {
+        self.permit = None;
+        self.kib = 0;
+    }
+
     /// Holds enough for `bytes`; false when the budget has not that much left.
     fn grow_to(&mut self, bytes: usize) -> bool {
         let want = u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX).min(self.max_kib);
@@ -262,9 +272,10 @@ enum BodyError {
 /// closed on the client instead.
 const DRAIN_FACTOR: usize = 4;
 
-/// Reads the body, up to `limit` bytes. A larger body is still read to its end (and thrown away)
-/// when it is not absurdly large, so that the client, which sends the whole body before it reads
-/// the answer, receives the 413 instead of a reset connection.
+/// Reads the body, up to `limit` bytes, reserving budget as it arrives. A larger body, or one the
+/// budget cannot hold, is still read to its end (and thrown away) when it is not absurdly large, so
+/// that the client, which sends the whole body before it reads the answer, receives the 413 or 503
+/// instead of a reset connection.
 async fn read_body(
     body: Body,
     limit: usize,
@@ -275,12 +286,16 @@ async fn read_body(
     if declared.is_some_and(|n| n > drain_limit) {
         return Err(BodyError::TooLarge);
     }
+    // When the budget cannot hold the body, it is still read to its end (and thrown away), so that
+    // the client reads a 503 with Retry-After instead of a reset connection; it costs no memory.
+    let mut refused = false;
     let capacity = declared.unwrap_or(0).min(limit);
     if !reservation.grow_to(capacity) {
-        return Err(BodyError::Busy);
+        refused = true;
+        reservation.release();
     }
     let mut stream = body.into_data_stream();
-    let mut buffer = Vec::with_capacity(capacity);
+    let mut buffer = Vec::with_capacity(if refused { 0 } else { capacity });
     let mut total = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(BodyError::Read)?;
@@ -288,15 +303,21 @@ async fn read_body(
         if total > drain_limit {
             return Err(BodyError::TooLarge);
         }
-        if total <= limit {
-            if !reservation.grow_to(total) {
-                return Err(BodyError::Busy);
+        if total <= limit && !refused {
+            if reservation.grow_to(total) {
+                buffer.extend_from_slice(&chunk);
+            } else {
+                refused = true;
+                buffer = Vec::new();
+                reservation.release();
             }
-            buffer.extend_from_slice(&chunk);
         }
     }
     if total > limit {
         return Err(BodyError::TooLarge);
+    }
+    if refused {
+        return Err(BodyError::Busy);
     }
     Ok(Bytes::from(buffer))
 }

@@ -16,12 +16,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use super::metrics::Metrics;
 use crate::pipeline::Ingestor;
@@ -32,8 +32,6 @@ use crate::wal::{self, Wal, WalError};
 const SEGMENT_BYTES: u64 = 256 << 20;
 /// A group commit takes at most this many body bytes; the rest wait for the next fsync.
 const MAX_GROUP_BYTES: usize = 16 << 20;
-/// Batches waiting between the WAL thread and the writer thread.
-const WRITER_QUEUE: usize = 8;
 /// After a failed flush, the next try waits this long.
 const FLUSH_RETRY: Duration = Duration::from_secs(1);
 
@@ -66,15 +64,34 @@ pub struct FlushPolicy {
 }
 
 enum WalRequest {
-    Append { session: Option<Arc<str>>, body: axum::body::Bytes, prepared: PreparedBatch, reply: Reply<()> },
+    Append {
+        session: Option<Arc<str>>,
+        body: axum::body::Bytes,
+        prepared: PreparedBatch,
+        budget: Option<OwnedSemaphorePermit>,
+        reply: Reply<()>,
+    },
     Forward(WriterMessage),
 }
 
 enum WriterMessage {
-    Batch { session: Option<Arc<str>>, prepared: PreparedBatch },
+    /// A durable batch, with its share of the queue budget: released once the batch is buffered,
+    /// so that the budget bounds the memory of the whole path and the WAL thread never waits for
+    /// the writer.
+    Batch {
+        session: Option<Arc<str>>,
+        prepared: PreparedBatch,
+        budget: Option<OwnedSemaphorePermit>,
+    },
     Sealed(u64),
-    FlushSession { name: String, reply: Reply<()> },
-    Shutdown { last_segment: u64, reply: Reply<()> },
+    FlushSession {
+        name: String,
+        reply: Reply<()>,
+    },
+    Shutdown {
+        last_segment: u64,
+        reply: Reply<()>,
+    },
 }
 
 type Reply<T> = oneshot::Sender<Result<T, String>>;
@@ -106,7 +123,7 @@ impl Storage {
         metrics: Arc<Metrics>,
     ) -> Result<Self, WalError> {
         let (to_wal, wal_rx) = mpsc::sync_channel::<WalRequest>(1024);
-        let (to_writer, writer_rx) = mpsc::sync_channel::<WriterMessage>(WRITER_QUEUE);
+        let (to_writer, writer_rx) = mpsc::channel::<WriterMessage>();
         let storage_full = Arc::new(AtomicBool::new(false));
         let wal_dir = wal.dir().to_owned();
         let wal_thread = {
@@ -162,14 +179,18 @@ impl Storage {
     }
 
     /// Makes a prepared batch durable and hands it to the writer. Returns once it is in the WAL.
+    ///
+    /// `budget` is the batch's share of the queue budget; it is held until the writer has buffered
+    /// the batch, after the acknowledgement.
     pub async fn append(
         &self,
         session: Option<Arc<str>>,
         body: axum::body::Bytes,
         prepared: PreparedBatch,
+        budget: Option<OwnedSemaphorePermit>,
     ) -> Result<(), AppendError> {
         let (reply, done) = oneshot::channel();
-        let request = WalRequest::Append { session, body, prepared, reply };
+        let request = WalRequest::Append { session, body, prepared, budget, reply };
         self.to_wal.try_send(request).map_err(|e| match e {
             mpsc::TrySendError::Full(_) => AppendError::Busy,
             mpsc::TrySendError::Disconnected(_) => AppendError::ShuttingDown,
@@ -231,7 +252,7 @@ const FULL_PREFIX: &str = "full: ";
 fn wal_loop(
     mut wal: Wal,
     requests: Receiver<WalRequest>,
-    to_writer: SyncSender<WriterMessage>,
+    to_writer: Sender<WriterMessage>,
     interval: Duration,
     metrics: &Metrics,
 ) {
@@ -282,12 +303,12 @@ fn wal_loop(
                     let _ = reply.send(Err(AppendError::ShuttingDown.to_string()));
                 }
                 WalRequest::Forward(_) if stop => {}
-                WalRequest::Append { session, prepared, reply, .. } => match &failure {
+                WalRequest::Append { session, prepared, budget, reply, .. } => match &failure {
                     Some(e) => {
                         let _ = reply.send(Err(e.clone()));
                     }
                     None => {
-                        if to_writer.send(WriterMessage::Batch { session, prepared }).is_err() {
+                        if to_writer.send(WriterMessage::Batch { session, prepared, budget }).is_err() {
                             let _ = reply.send(Err("the writer has stopped".into()));
                             continue;
                         }
@@ -315,7 +336,7 @@ fn wal_loop(
 }
 
 /// Seals the current segment if it holds anything, and tells the writer.
-fn seal(wal: &mut Wal, to_writer: &SyncSender<WriterMessage>) {
+fn seal(wal: &mut Wal, to_writer: &Sender<WriterMessage>) {
     if wal.entries_in_segment() == 0 {
         return;
     }
@@ -351,7 +372,9 @@ impl WriterLoop {
                 None => self.policy.interval.saturating_sub(self.last_flush.elapsed()),
             };
             match messages.recv_timeout(wait) {
-                Ok(WriterMessage::Batch { session, prepared }) => {
+                Ok(WriterMessage::Batch { session, prepared, budget }) => {
+                    // The batch's memory is the Ingestor's from here on (bounded by the flush size).
+                    let _budget = budget;
                     if let Err(e) = self.ingestor.commit(prepared, session.as_deref()) {
                         tracing::error!(error = %e, "could not buffer a batch; its WAL entry is kept for the next start");
                         self.pinned = true;

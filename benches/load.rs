@@ -113,6 +113,22 @@ impl Server {
         (ticks(11) + ticks(12)) / clock_ticks_per_second()
     }
 
+    /// The cumulative buckets `(upper bound in seconds, count)` of one histogram on `/metrics`.
+    fn histogram(&self, name: &str) -> Vec<(f64, u64)> {
+        let metrics = self.url.replace("/audit", "/metrics");
+        let text = ureq::get(&metrics).call().ok().and_then(|mut r| r.body_mut().read_to_string().ok());
+        let prefix = format!("{name}_bucket{{le=\"");
+        text.unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&prefix))
+            .filter_map(|rest| {
+                let (bound, count) = rest.split_once("\"} ")?;
+                let bound = if bound == "+Inf" { f64::INFINITY } else { bound.parse().ok()? };
+                Some((bound, count.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
     fn stop(mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
@@ -126,6 +142,15 @@ fn clock_ticks_per_second() -> f64 {
         let out = Command::new("getconf").arg("CLK_TCK").output().ok();
         out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok()).unwrap_or(100.0)
     })
+}
+
+/// The bucket bound (ms) under which 99% of the observations between two scrapes fall.
+fn p99_bound_ms(before: &[(f64, u64)], after: &[(f64, u64)]) -> f64 {
+    let delta: Vec<(f64, u64)> =
+        after.iter().map(|&(b, n)| (b, n - before.iter().find(|x| x.0 == b).map_or(0, |x| x.1))).collect();
+    let total = delta.last().map_or(0, |d| d.1);
+    let bound = delta.iter().find(|d| d.1 as f64 >= total as f64 * 0.99).map_or(f64::NAN, |d| d.0);
+    bound * 1000.0
 }
 
 #[derive(Default)]
@@ -283,12 +308,22 @@ fn main() {
     let half = best / 2.0;
     let clients = 8;
     let interval = Duration::from_secs_f64(BATCH_EVENTS as f64 * clients as f64 / half);
+    let (ack_before, fsync_before) =
+        (server.histogram("kubestep_ack_seconds"), server.histogram("kubestep_wal_fsync_seconds"));
     let (mut o, _) = drive(&server.url, &bodies, clients, phase, Some(interval), None);
     println!(
-        "open loop at half the best rate ({half:.0} events/s offered): {:.0} events/s  ack p50 {:.1} ms  p99 {:.1} ms",
+        "open loop at half the best rate ({half:.0} events/s offered): {:.0} events/s  ack p50 {:.1} ms  p99 {:.1} ms  503s {}",
         o.rate(),
         o.percentile_ms(0.50),
-        o.percentile_ms(0.99)
+        o.percentile_ms(0.99),
+        o.unavailable
+    );
+    // The same phase seen by the server: from a body read to its acknowledgement, and one WAL
+    // group commit. What the client sees beyond that is connection and scheduling time.
+    println!(
+        "  server side: ack p99 <= {:.0} ms, WAL group commit p99 <= {:.0} ms (histogram bucket bounds)",
+        p99_bound_ms(&ack_before, &server.histogram("kubestep_ack_seconds")),
+        p99_bound_ms(&fsync_before, &server.histogram("kubestep_wal_fsync_seconds"))
     );
     let (mut o, peak) = drive(&server.url, &bodies, max_clients, phase * 2, None, Some(&server));
     println!(

@@ -308,6 +308,7 @@ fn main() {
     let half = best / 2.0;
     let clients = 8;
     let interval = Duration::from_secs_f64(BATCH_EVENTS as f64 * clients as f64 / half);
+    let prepare_before = server.histogram("kubestep_prepare_seconds");
     let (ack_before, fsync_before) =
         (server.histogram("kubestep_ack_seconds"), server.histogram("kubestep_wal_fsync_seconds"));
     let (mut o, _) = drive(&server.url, &bodies, clients, phase, Some(interval), None);
@@ -321,8 +322,9 @@ fn main() {
     // The same phase seen by the server: from a body read to its acknowledgement, and one WAL
     // group commit. What the client sees beyond that is connection and scheduling time.
     println!(
-        "  server side: ack p99 <= {:.0} ms, WAL group commit p99 <= {:.0} ms (histogram bucket bounds)",
+        "  server side: ack p99 <= {:.0} ms, prepare p99 <= {:.0} ms, WAL group commit p99 <= {:.0} ms (histogram bucket bounds)",
         p99_bound_ms(&ack_before, &server.histogram("kubestep_ack_seconds")),
+        p99_bound_ms(&prepare_before, &server.histogram("kubestep_prepare_seconds")),
         p99_bound_ms(&fsync_before, &server.histogram("kubestep_wal_fsync_seconds"))
     );
     let (mut o, peak) = drive(&server.url, &bodies, max_clients, phase * 2, None, Some(&server));

@@ -165,10 +165,12 @@ async fn prepare_and_append(
 ) -> Result<Accepted, (BatchOutcome, Response)> {
     let normalize = s.normalize.clone();
     let for_prepare = body.clone();
+    let started = Instant::now();
     let prepared = tokio::task::spawn_blocking(move || prepare("POST /audit", &for_prepare, &normalize))
         .await
         .map_err(|e| internal(format!("preparing the batch: {e}")))?
         .map_err(|e| internal(format!("preparing the batch: {e}")))?;
+    s.metrics.prepare.observe(started.elapsed());
     if let Some(response) = refuse_malformed(&body, &prepared) {
         return Err((BatchOutcome::Malformed, response));
     }

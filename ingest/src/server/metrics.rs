@@ -119,6 +119,8 @@ pub struct Metrics {
     pub flush: Histogram,
     /// From a request's body being read to its acknowledgement.
     pub ack: Histogram,
+    /// Preparing one batch (decode + normalize into Arrow), including the wait for a blocking thread.
+    pub prepare: Histogram,
 }
 
 impl Metrics {
@@ -188,6 +190,11 @@ impl Metrics {
         self.wal_fsync.render(&mut out, "kubestep_wal_fsync_seconds", "One WAL group commit (write and fsync).");
         self.flush.render(&mut out, "kubestep_flush_seconds", "One flush of buffered records to Parquet.");
         self.ack.render(&mut out, "kubestep_ack_seconds", "From a webhook body read to its acknowledgement.");
+        self.prepare.render(
+            &mut out,
+            "kubestep_prepare_seconds",
+            "Preparing one batch, including the wait for a blocking thread.",
+        );
         out
     }
 }

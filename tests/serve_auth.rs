@@ -284,3 +284,46 @@ fn broken_and_silent_tls_clients_harm_nobody() {
     assert!(log.contains("TLS handshake timed out"), "{log}");
     assert!(log.contains("TLS handshake failed"), "{log}");
 }
+
+#[test]
+fn tls_handshakes_beyond_the_limit_are_closed_at_once() {
+    let pki = pki();
+    let s = |p: &PathBuf| p.display().to_string();
+    let server = TestServer::start(
+        &pki.dir.path().join("data"),
+        &[
+            "--tls-cert",
+            &s(&pki.server_cert),
+            "--tls-key",
+            &s(&pki.server_key),
+            "--client-ca",
+            &s(&pki.client_ca),
+            "--max-connections",
+            "10",
+            "--client-timeout",
+            "3s",
+        ],
+    );
+    let address = server.base.trim_start_matches("https://").to_owned();
+    use std::io::Read;
+    // Ten connections that never start their handshake take every slot.
+    let silent: Vec<std::net::TcpStream> = (0..10).map(|_| std::net::TcpStream::connect(&address).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // The eleventh is closed as it arrives, not after the timeout.
+    let mut extra = std::net::TcpStream::connect(&address).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buffer = [0u8; 16];
+    let started = std::time::Instant::now();
+    let read = extra.read(&mut buffer);
+    assert!(
+        matches!(read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the connection over the limit was kept: {read:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(server.log().contains("too many TLS handshakes"), "{}", server.log());
+    // Once the silent ones time out, a good client is served.
+    std::thread::sleep(Duration::from_secs(4));
+    let agent = tls_agent(&pki.ca, Some(&pki.client));
+    assert_eq!(post_batch(&agent, &server.base, "after-flood", None), 200);
+    drop(silent);
+}

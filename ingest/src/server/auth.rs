@@ -193,7 +193,9 @@ impl Listener for PlainListener {
 }
 
 /// TLS over TCP. Handshakes run in their own tasks and are abandoned after `handshake_timeout`
-/// (`--client-timeout`), so a slow or silent client holds up nobody else.
+/// (`--client-timeout`), so a slow or silent client holds up nobody else. At most `max_handshakes`
+/// (`--max-connections`) run at once; connections beyond that are closed as they arrive, so a
+/// flood of connections that never finish a handshake costs bounded memory.
 pub struct TlsListener {
     local: SocketAddr,
     accepted: mpsc::Receiver<(TlsStream<TcpStream>, Peer)>,
@@ -201,20 +203,34 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Starts accepting on `tcp` with `config`.
-    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>, handshake_timeout: Duration) -> std::io::Result<Self> {
+    pub fn new(
+        tcp: TcpListener,
+        config: Arc<ServerConfig>,
+        handshake_timeout: Duration,
+        max_handshakes: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, accepted) = mpsc::channel(ACCEPT_QUEUE);
         let acceptor = TlsAcceptor::from(config);
         let mut tcp = tcp;
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(max_handshakes.max(1)));
         tokio::spawn(async move {
             loop {
                 let (stream, addr) = Listener::accept(&mut tcp).await;
                 if tx.is_closed() {
                     return;
                 }
+                let Ok(slot) = handshakes.clone().try_acquire_owned() else {
+                    metrics.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(peer = %addr, limit = max_handshakes, "too many TLS handshakes; closing this one");
+                    drop(stream);
+                    continue;
+                };
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let verified_client_cert =

@@ -217,8 +217,14 @@ impl Server {
         };
         match self.tls {
             Some(config) => {
-                let listener = auth::TlsListener::new(self.listener, config, limits.client_timeout)
-                    .map_err(|e| ServeError::Storage(format!("starting TLS: {e}")))?;
+                let listener = auth::TlsListener::new(
+                    self.listener,
+                    config,
+                    limits.client_timeout,
+                    limits.max_connections,
+                    metrics.clone(),
+                )
+                .map_err(|e| ServeError::Storage(format!("starting TLS: {e}")))?;
                 connections::serve(listener, router, limits, metrics, shutdown).await;
             }
             None => connections::serve(auth::PlainListener(self.listener), router, limits, metrics, shutdown).await,

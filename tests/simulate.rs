@@ -304,4 +304,15 @@ fn the_behaviour_views_answer_plain_sql() {
     let episodes = count(&data, "SELECT count(*) FROM episodes WHERE session_id = 'v' AND writes > 0");
     assert!(episodes > 10, "{episodes}");
     assert!(count(&data, "SELECT count(*) FROM error_requeues") > 0);
+    // The causal_edges view holds the edges `analyze causality` reports.
+    let graph = kubestep(
+        &["analyze", "causality", "--session", "v", "-d", &data.display().to_string(), "--format", "json"],
+        None,
+    );
+    let graph: Value = serde_json::from_slice(&graph.stdout).expect("causality JSON");
+    let edges = graph["edges"].as_array().map_or(0, Vec::len) as u64;
+    assert!(edges > 0);
+    assert_eq!(count(&data, "SELECT count(*) FROM causal_edges WHERE session_id = 'v'"), edges);
+    let kinds = rows(&data, "SELECT DISTINCT edge FROM causal_edges ORDER BY edge");
+    assert_eq!(kinds, vec![vec!["owner".to_owned()], vec!["rv".to_owned()], vec!["watch".to_owned()]]);
 }

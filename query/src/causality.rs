@@ -1,7 +1,7 @@
 //! `kubestep analyze causality`: which write triggered which, and the chains they form
 //! (controller A's write triggers B, whose write triggers C).
 //!
-//! The edges are SQL (`causal_edges.sql`: `rv`, `owner` and `watch` evidence, strongest kept per
+//! The edges are SQL (the `causal_edges` view: `rv`, `owner` and `watch` evidence, strongest kept per
 //! pair); chains are maximal paths through them from writes nothing triggered, at most
 //! `max_depth` writes long, ranked by length, then fan-out, then time, then index (deterministic).
 
@@ -15,7 +15,9 @@ use crate::QueryError;
 use crate::context::collect;
 use crate::values::{Floats, Ints, Micros, Strings, format_time};
 
-const EDGES_SQL: &str = include_str!("../sql/causal_edges.sql");
+/// The `causal_edges` view narrowed to session `$1` and the window `$2`..`$3` before any edge is
+/// computed, so that operations outside the window never count.
+const EDGES_SCOPE: &str = "WHERE session_id = $1 AND received_at >= $2 AND received_at <= $3";
 const NODES_SQL: &str = include_str!("../sql/causal_nodes.sql");
 
 /// Paths explored before the search stops (the best found so far are kept).
@@ -156,9 +158,14 @@ pub struct Episode {
     pub errors: u64,
 }
 
-fn fill(sql: &str, options: &CausalityOptions) -> String {
-    sql.replace("{trigger_ms}", &options.trigger_window_ms.to_string())
-        .replace("{episode_gap_ms}", &options.episode_gap_ms.to_string())
+/// The edges SQL for one session and window, with `options`' thresholds, in index order.
+fn edges_sql(options: &CausalityOptions) -> String {
+    let sql = crate::views::CAUSAL_EDGES.replace("{scope}", EDGES_SCOPE);
+    let sql = crate::views::fill(
+        &sql,
+        &[("trigger_ms", options.trigger_window_ms), ("episode_gap_ms", options.episode_gap_ms)],
+    );
+    format!("{sql}\nORDER BY from_index, to_index")
 }
 
 fn timestamp(us: Option<i64>, default: i64) -> ScalarValue {
@@ -213,7 +220,7 @@ pub async fn causality(
         timestamp(options.window.1, i64::MAX / 2),
     ];
     let mut edges: Vec<(u64, u64, String, String)> = Vec::new();
-    for batch in collect(ctx, &fill(EDGES_SQL, options), params).await? {
+    for batch in collect(ctx, &edges_sql(options), params).await? {
         let (from, to) = (Ints::of(&batch, "from_index")?, Ints::of(&batch, "to_index")?);
         let (kind, evidence) = (Strings::of(&batch, "edge")?, Strings::of(&batch, "evidence")?);
         for row in 0..batch.num_rows() {

@@ -14,13 +14,21 @@ pub const CONFLICT_STORMS: &str = include_str!("../sql/views/conflict_storms.sql
 pub const ERROR_REQUEUES: &str = include_str!("../sql/views/error_requeues.sql");
 /// `episodes`: threshold `{episode_gap_ms}`.
 pub const EPISODES: &str = include_str!("../sql/views/episodes.sql");
+/// `causal_edges`: which write triggered which, with the evidence (`{scope}` narrows it).
+pub const CAUSAL_EDGES: &str = include_str!("../sql/views/causal_edges.sql");
 
 /// The thresholds the registered views use (the CLI's defaults).
-pub const DEFAULT_THRESHOLDS: [(&str, u64); 5] =
-    [("hot_writes", 10), ("hot_window_seconds", 60), ("conflict_min", 3), ("requeue_min", 3), ("episode_gap_ms", 1000)];
+pub const DEFAULT_THRESHOLDS: [(&str, u64); 6] = [
+    ("hot_writes", 10),
+    ("hot_window_seconds", 60),
+    ("conflict_min", 3),
+    ("requeue_min", 3),
+    ("episode_gap_ms", 1000),
+    ("trigger_ms", 5000),
+];
 
 /// Every view: its name and its SQL (thresholds still as `{placeholders}`), in dependency order.
-pub const VIEWS: [(&str, &str); 7] = [
+pub const VIEWS: [(&str, &str); 8] = [
     ("indexed_operations", include_str!("../sql/views/indexed_operations.sql")),
     ("writes", include_str!("../sql/views/writes.sql")),
     ("object_versions", include_str!("../sql/views/object_versions.sql")),
@@ -28,11 +36,16 @@ pub const VIEWS: [(&str, &str); 7] = [
     ("conflict_storms", CONFLICT_STORMS),
     ("error_requeues", ERROR_REQUEUES),
     ("episodes", EPISODES),
+    ("causal_edges", CAUSAL_EDGES),
 ];
 
-/// Replaces the `{name}` placeholders of `sql` with `values`.
+/// Replaces the `{name}` placeholders of `sql` with `values`. A `{scope}` placeholder (a view that
+/// an analysis narrows before it aggregates) becomes nothing: the view covers everything.
 pub fn fill(sql: &str, values: &[(&str, u64)]) -> String {
-    values.iter().fold(sql.to_owned(), |s, (name, value)| s.replace(&format!("{{{name}}}"), &value.to_string()))
+    values
+        .iter()
+        .fold(sql.to_owned(), |s, (name, value)| s.replace(&format!("{{{name}}}"), &value.to_string()))
+        .replace("{scope}", "")
 }
 
 /// A view's rows for one session (`$1`), with other thresholds than the registered view's.

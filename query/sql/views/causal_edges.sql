@@ -1,0 +1,78 @@
+-- causal_edges: causality edges between the successful writes of a session: a write of actor A ->
+-- a write of actor B that it triggered, with the evidence. Strongest kind first:
+--   rv    B's write was based on the version A's write produced (same uid, equal resourceVersion);
+--   owner B wrote an object owned by the object A had just written (within the trigger window,
+--         {trigger_ms} milliseconds, default 5000);
+--   watch B touched (read or wrote) the object A wrote, within the trigger window after A's write;
+--         the edge then goes to every write B made from that touch on in the same episode (a burst
+--         of B's requests with no gap longer than {episode_gap_ms} milliseconds, default 1000).
+-- Edges never point backwards in time, and an actor never triggers itself. Operations are
+-- identified by (session_id, "index"). As a view it covers every session; `analyze causality`
+-- fills {scope} with a session and a time window, so that only operations inside it count.
+WITH ops AS (
+    SELECT session_id, "index", actor_id, verb, kind, namespace, name, uid, resource_version,
+           base_resource_version, owner_uids, received_at, completed_at, status_code
+    FROM indexed_operations
+    {scope}
+),
+episodes AS (
+    SELECT session_id, "index",
+           sum(starts) OVER (PARTITION BY session_id, actor_id ORDER BY "index"
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS episode
+    FROM (
+        SELECT session_id, "index", actor_id,
+               CASE WHEN received_at - lag(completed_at) OVER (PARTITION BY session_id, actor_id ORDER BY "index")
+                         <= INTERVAL '{episode_gap_ms} milliseconds'
+                    THEN 0 ELSE 1 END AS starts
+        FROM ops
+    )
+),
+touches AS (
+    SELECT o.*, e.episode FROM ops o JOIN episodes e ON o.session_id = e.session_id AND o."index" = e."index"
+),
+writes AS (
+    SELECT * FROM touches
+    WHERE verb IN ('create', 'update', 'patch', 'delete') AND (status_code IS NULL OR status_code < 400)
+),
+rv_edges AS (
+    SELECT a.session_id, a."index" AS from_index, b."index" AS to_index, 'rv' AS edge, 1 AS strength,
+           a.resource_version AS evidence
+    FROM writes a
+    JOIN writes b ON a.session_id = b.session_id AND a.uid = b.uid AND b.base_resource_version = a.resource_version
+    WHERE a.actor_id <> b.actor_id AND b."index" > a."index"
+),
+owned AS (
+    SELECT session_id, "index", actor_id, received_at, unnest(owner_uids) AS owner_uid FROM writes
+),
+owner_edges AS (
+    SELECT a.session_id, a."index" AS from_index, b."index" AS to_index, 'owner' AS edge, 2 AS strength,
+           a.uid AS evidence
+    FROM writes a
+    JOIN owned b ON b.session_id = a.session_id AND b.owner_uid = a.uid
+    WHERE a.actor_id <> b.actor_id
+      AND b.received_at >= a.completed_at
+      AND b.received_at <= a.completed_at + INTERVAL '{trigger_ms} milliseconds'
+),
+watch_edges AS (
+    SELECT a.session_id, a."index" AS from_index, w."index" AS to_index, 'watch' AS edge, 3 AS strength,
+           concat(a.kind, ' ', coalesce(a.namespace, ''), '/', a.name) AS evidence
+    FROM writes a
+    JOIN touches t ON t.session_id = a.session_id AND t.kind = a.kind
+                  AND coalesce(t.namespace, '') = coalesce(a.namespace, '') AND t.name = a.name
+    JOIN writes w ON w.session_id = t.session_id AND w.actor_id = t.actor_id AND w.episode = t.episode
+                 AND w."index" >= t."index"
+    WHERE t.actor_id <> a.actor_id
+      AND t.received_at >= a.completed_at
+      AND t.received_at <= a.completed_at + INTERVAL '{trigger_ms} milliseconds'
+),
+all_edges AS (
+    SELECT * FROM rv_edges
+    UNION ALL SELECT * FROM owner_edges
+    UNION ALL SELECT * FROM watch_edges
+)
+SELECT session_id, from_index, to_index, edge, evidence
+FROM (
+    SELECT *, row_number() OVER (PARTITION BY session_id, from_index, to_index ORDER BY strength, evidence) AS rank
+    FROM all_edges
+)
+WHERE rank = 1

@@ -304,6 +304,14 @@ fn the_behaviour_views_answer_plain_sql() {
     let episodes = count(&data, "SELECT count(*) FROM episodes WHERE session_id = 'v' AND writes > 0");
     assert!(episodes > 10, "{episodes}");
     assert!(count(&data, "SELECT count(*) FROM error_requeues") > 0);
+    // Every fight of the scenario is among the objects written in turns.
+    let candidates = rows(&data, "SELECT name FROM fight_candidates WHERE session_id = 'v'");
+    let fights = truth["fights"].as_array().unwrap();
+    assert!(!fights.is_empty());
+    for fight in fights {
+        let name = fight["name"].as_str().unwrap().to_owned();
+        assert!(candidates.contains(&vec![name.clone()]), "{name} not in {candidates:?}");
+    }
     // The causal_edges view holds the edges `analyze causality` reports.
     let graph = kubestep(
         &["analyze", "causality", "--session", "v", "-d", &data.display().to_string(), "--format", "json"],

@@ -1,6 +1,6 @@
 //! What the controllers did wrong: hot loops, fights, conflict storms and error requeue loops.
 //!
-//! Candidates come from SQL (`hot_loops.sql`, `fight_candidates.sql`, `conflict_storms.sql`,
+//! Candidates come from SQL (`hot_loops.sql`, the `fight_candidates` view, `conflict_storms.sql`,
 //! `error_requeues.sql`); each candidate object's writes are then read in order
 //! (`object_writes.sql`) to compare consecutive versions of the object: which fields each write
 //! changed, and which of them flip back and forth between actors.
@@ -16,9 +16,8 @@ use crate::QueryError;
 use crate::context::collect;
 use crate::diff::diff_objects;
 use crate::values::{Ints, Micros, Strings, format_time};
-use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, HOT_LOOPS, fill, for_session};
+use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, FIGHT_CANDIDATES, HOT_LOOPS, for_session};
 
-const FIGHT_CANDIDATES_SQL: &str = include_str!("../sql/fight_candidates.sql");
 const OBJECT_WRITES_SQL: &str = include_str!("../sql/object_writes.sql");
 const OBJECT_CONFLICTS_SQL: &str = include_str!("../sql/object_conflicts.sql");
 
@@ -303,7 +302,11 @@ fn classify(hot: &mut HotLoop, writes: &[Write]) {
 
 /// Fights of `session`.
 pub async fn fights(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<Fight>, QueryError> {
-    let sql = fill(FIGHT_CANDIDATES_SQL, &[("window_seconds", o.hot_window_s), ("min_turns", o.fight_turns)]);
+    let sql = for_session(
+        FIGHT_CANDIDATES,
+        &[("hot_window_seconds", o.hot_window_s), ("fight_turns", o.fight_turns)],
+        "turns DESC, kind, namespace, name",
+    );
     let mut candidates = Vec::new();
     for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
         let (kind, ns, name) =

@@ -8,6 +8,8 @@ use crate::QueryError;
 
 /// `hot_loops`: thresholds `{hot_writes}`, `{hot_window_seconds}`.
 pub const HOT_LOOPS: &str = include_str!("../sql/views/hot_loops.sql");
+/// `fight_candidates`: thresholds `{fight_turns}`, `{hot_window_seconds}`.
+pub const FIGHT_CANDIDATES: &str = include_str!("../sql/views/fight_candidates.sql");
 /// `conflict_storms`: threshold `{conflict_min}`.
 pub const CONFLICT_STORMS: &str = include_str!("../sql/views/conflict_storms.sql");
 /// `error_requeues`: threshold `{requeue_min}`.
@@ -18,21 +20,23 @@ pub const EPISODES: &str = include_str!("../sql/views/episodes.sql");
 pub const CAUSAL_EDGES: &str = include_str!("../sql/views/causal_edges.sql");
 
 /// The thresholds the registered views use (the CLI's defaults).
-pub const DEFAULT_THRESHOLDS: [(&str, u64); 6] = [
+pub const DEFAULT_THRESHOLDS: [(&str, u64); 7] = [
     ("hot_writes", 10),
     ("hot_window_seconds", 60),
     ("conflict_min", 3),
     ("requeue_min", 3),
     ("episode_gap_ms", 1000),
     ("trigger_ms", 5000),
+    ("fight_turns", 4),
 ];
 
 /// Every view: its name and its SQL (thresholds still as `{placeholders}`), in dependency order.
-pub const VIEWS: [(&str, &str); 8] = [
+pub const VIEWS: [(&str, &str); 9] = [
     ("indexed_operations", include_str!("../sql/views/indexed_operations.sql")),
     ("writes", include_str!("../sql/views/writes.sql")),
     ("object_versions", include_str!("../sql/views/object_versions.sql")),
     ("hot_loops", HOT_LOOPS),
+    ("fight_candidates", FIGHT_CANDIDATES),
     ("conflict_storms", CONFLICT_STORMS),
     ("error_requeues", ERROR_REQUEUES),
     ("episodes", EPISODES),

@@ -1,6 +1,16 @@
--- The 409 Conflicts of actor $5 on one object ($2 kind, $3 namespace ('' = cluster-scoped), $4 name)
--- in session $1, with the version each attempt was based on.
-SELECT "index", received_at, base_resource_version
-FROM indexed_operations
-WHERE session_id = $1 AND kind = $2 AND coalesce(namespace, '') = $3 AND name = $4 AND actor_id = $5 AND status_code = 409
-ORDER BY "index"
+-- The 409 Conflicts in session $1 on the objects listed in $2 (one `kind/namespace/name` key per
+-- line, namespace empty for cluster-scoped objects), with who got them and the version each attempt
+-- was based on; object by object, in session order.
+WITH wanted AS (
+    SELECT DISTINCT unnest(string_to_array($2, chr(10))) AS object_key
+),
+conflicts AS (
+    SELECT concat(kind, '/', coalesce(namespace, ''), '/', name) AS object_key,
+           "index", actor_id, received_at, base_resource_version
+    FROM indexed_operations
+    WHERE session_id = $1 AND status_code = 409
+)
+SELECT c.*
+FROM conflicts c
+JOIN wanted ON c.object_key = wanted.object_key
+ORDER BY c.object_key, c."index"

@@ -1,11 +1,13 @@
 //! What the controllers did wrong: hot loops, fights, conflict storms and error requeue loops.
 //!
 //! Candidates come from SQL (`hot_loops.sql`, the `fight_candidates` view, `conflict_storms.sql`,
-//! `error_requeues.sql`); each candidate object's writes are then read in order
-//! (`object_writes.sql`) to compare consecutive versions of the object: which fields each write
-//! changed, and which of them flip back and forth between actors.
+//! `error_requeues.sql`); the candidate objects' writes are then read in order, all candidates in
+//! one statement (`object_writes.sql`), to compare consecutive versions of each object: which fields
+//! each write changed, and which of them flip back and forth between actors.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures::StreamExt;
 
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -13,13 +15,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::QueryError;
-use crate::context::collect;
+use crate::context::{collect, frame};
 use crate::diff::diff_objects;
 use crate::values::{Ints, Micros, Strings, format_time};
 use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, FIGHT_CANDIDATES, HOT_LOOPS, for_session};
 
 const OBJECT_WRITES_SQL: &str = include_str!("../sql/object_writes.sql");
 const OBJECT_CONFLICTS_SQL: &str = include_str!("../sql/object_conflicts.sql");
+const OBJECT_HISTORY_SQL: &str = include_str!("../sql/object_history.sql");
 
 /// Thresholds of the behaviour sections.
 #[derive(Debug, Clone)]
@@ -184,41 +187,60 @@ pub struct Requeue {
 
 /// One successful write, as the comparisons need it.
 struct Write {
-    index: u64,
     actor: String,
     generation: Option<i64>,
     object: Option<String>,
 }
 
-async fn object_writes(
+/// How the per-object statements name an object: `kind/namespace/name` (namespace empty for
+/// cluster-scoped objects), the `object_key` those statements compute.
+fn object_key(kind: &str, namespace: &str, name: &str) -> String {
+    format!("{kind}/{namespace}/{name}")
+}
+
+/// The parameters of a per-object statement: the session and the objects, one key per line.
+fn object_params(session: &str, keys: &BTreeSet<String>) -> Vec<ScalarValue> {
+    let list: Vec<&str> = keys.iter().map(String::as_str).collect();
+    vec![ScalarValue::from(session), ScalarValue::from(list.join("\n"))]
+}
+
+/// Streams the successful writes of the objects in `keys`, one object at a time and each in session
+/// order: `visit(key, writes)` runs once for each of them that has writes. Only one object's writes
+/// are held at a time.
+async fn each_object_writes(
     ctx: &SessionContext,
     session: &str,
-    kind: &str,
-    namespace: &str,
-    name: &str,
-) -> Result<Vec<Write>, QueryError> {
-    let params = vec![
-        ScalarValue::from(session),
-        ScalarValue::from(kind),
-        ScalarValue::from(namespace),
-        ScalarValue::from(name),
-    ];
-    let mut out = Vec::new();
-    for batch in collect(ctx, OBJECT_WRITES_SQL, params).await? {
-        let index = Ints::of(&batch, "index")?;
+    keys: &BTreeSet<String>,
+    mut visit: impl FnMut(&str, &[Write]),
+) -> Result<(), QueryError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let mut stream = frame(ctx, OBJECT_WRITES_SQL, object_params(session, keys)).await?.execute_stream().await?;
+    let mut current: Option<String> = None;
+    let mut writes = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let key = Strings::of(&batch, "object_key")?;
         let actor = Strings::of(&batch, "actor_id")?;
         let generation = Ints::of(&batch, "generation")?;
         let object = Strings::of(&batch, "response_object")?;
         for row in 0..batch.num_rows() {
-            out.push(Write {
-                index: index.get(row).unwrap_or(0).max(0) as u64,
-                actor: actor.text(row),
-                generation: generation.get(row),
-                object: object.owned(row),
-            });
+            let key = key.get(row).unwrap_or("");
+            if current.as_deref() != Some(key) {
+                if let Some(done) = current.take() {
+                    visit(&done, &writes);
+                }
+                writes.clear();
+                current = Some(key.to_owned());
+            }
+            writes.push(Write { actor: actor.text(row), generation: generation.get(row), object: object.owned(row) });
         }
     }
-    Ok(out)
+    if let Some(done) = current {
+        visit(&done, &writes);
+    }
+    Ok(())
 }
 
 /// Hot loops of `session`.
@@ -260,9 +282,17 @@ pub async fn hot_loops(ctx: &SessionContext, session: &str, o: &BehaviourOptions
             });
         }
     }
-    for hot in &mut loops {
-        classify(hot, &object_writes(ctx, session, &hot.kind, &hot.namespace, &hot.name).await?);
+    let mut by_object: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, hot) in loops.iter().enumerate() {
+        by_object.entry(object_key(&hot.kind, &hot.namespace, &hot.name)).or_default().push(i);
     }
+    let keys = by_object.keys().cloned().collect();
+    each_object_writes(ctx, session, &keys, |key, writes| {
+        for &i in by_object.get(key).map_or(&[][..], Vec::as_slice) {
+            classify(&mut loops[i], writes);
+        }
+    })
+    .await?;
     Ok(loops)
 }
 
@@ -324,10 +354,15 @@ pub async fn fights(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -
             ));
         }
     }
+    let keys = candidates.iter().map(|(kind, ns, name, ..)| object_key(kind, ns, name)).collect();
+    let mut flipping = HashMap::new();
+    each_object_writes(ctx, session, &keys, |key, writes| {
+        flipping.insert(key.to_owned(), flipping_fields(writes));
+    })
+    .await?;
     let mut fights = Vec::new();
     for (kind, namespace, name, turns, first, last) in candidates {
-        let writes = object_writes(ctx, session, &kind, &namespace, &name).await?;
-        let (fields, actors) = flipping_fields(&writes);
+        let Some((fields, actors)) = flipping.remove(&object_key(&kind, &namespace, &name)) else { continue };
         if fields.is_empty() {
             continue;
         }
@@ -442,57 +477,72 @@ pub async fn conflict_storms(
             });
         }
     }
+    let keys: BTreeSet<String> = storms.iter().map(|s| object_key(&s.kind, &s.namespace, &s.name)).collect();
+    if keys.is_empty() {
+        return Ok(storms);
+    }
+    let history = object_history(ctx, session, &keys).await?;
+    let mut conflicts: HashMap<String, Vec<(String, i64, Option<String>)>> = HashMap::new();
+    for batch in collect(ctx, OBJECT_CONFLICTS_SQL, object_params(session, &keys)).await? {
+        let (key, actor) = (Strings::of(&batch, "object_key")?, Strings::of(&batch, "actor_id")?);
+        let (received, base) = (Micros::of(&batch, "received_at")?, Strings::of(&batch, "base_resource_version")?);
+        for row in 0..batch.num_rows() {
+            conflicts.entry(key.text(row)).or_default().push((
+                actor.text(row),
+                received.get(row).unwrap_or(0),
+                base.owned(row),
+            ));
+        }
+    }
     for storm in &mut storms {
-        let versions = object_versions(ctx, session, storm).await?;
-        let params = vec![
-            ScalarValue::from(session),
-            ScalarValue::from(storm.kind.as_str()),
-            ScalarValue::from(storm.namespace.as_str()),
-            ScalarValue::from(storm.name.as_str()),
-            ScalarValue::from(storm.actor_id.as_str()),
-        ];
-        for batch in collect(ctx, OBJECT_CONFLICTS_SQL, params).await? {
-            let received = Micros::of(&batch, "received_at")?;
-            let base = Strings::of(&batch, "base_resource_version")?;
-            for row in 0..batch.num_rows() {
-                let at = received.get(row).unwrap_or(0);
-                let Some(sent) = base.get(row) else { continue };
-                // The version sent, then every version produced after it and before this attempt.
-                let Some(position) = versions.iter().rposition(|(rv, t)| rv == sent && *t < at) else { continue };
-                let newer: Vec<&(String, i64)> = versions[position + 1..].iter().filter(|(_, t)| *t < at).collect();
-                storm.max_versions_behind = storm.max_versions_behind.max(newer.len() as u64);
-                if let Some((_, replaced_at)) = newer.first() {
-                    storm.max_ms_since_replaced =
-                        storm.max_ms_since_replaced.max(((at - replaced_at) / 1000).max(0) as u64);
-                }
+        let key = object_key(&storm.kind, &storm.namespace, &storm.name);
+        let versions = history.get(&key).map_or(&[][..], Vec::as_slice);
+        let attempts = conflicts.get(&key).map_or(&[][..], Vec::as_slice);
+        for (_, at, sent) in attempts.iter().filter(|(actor, ..)| *actor == storm.actor_id) {
+            let (at, Some(sent)) = (*at, sent) else { continue };
+            // The version sent, then every version produced after it and before this attempt.
+            let Some(position) = versions.iter().rposition(|v| &v.resource_version == sent && v.completed_at < at)
+            else {
+                continue;
+            };
+            let newer: Vec<&Version> = versions[position + 1..].iter().filter(|v| v.completed_at < at).collect();
+            storm.max_versions_behind = storm.max_versions_behind.max(newer.len() as u64);
+            if let Some(replaced) = newer.first() {
+                storm.max_ms_since_replaced =
+                    storm.max_ms_since_replaced.max(((at - replaced.completed_at) / 1000).max(0) as u64);
             }
         }
-        let writes = object_writes(ctx, session, &storm.kind, &storm.namespace, &storm.name).await?;
-        storm.recovered = writes.iter().any(|w| w.actor == storm.actor_id && w.index > storm.last_index);
+        storm.recovered = versions.iter().any(|v| v.actor == storm.actor_id && v.index > storm.last_index);
     }
     Ok(storms)
 }
 
-/// The versions of the storm's object, in the order they were produced: (resourceVersion, when).
-async fn object_versions(
+/// One version of an object, as a successful write produced it.
+struct Version {
+    index: u64,
+    actor: String,
+    resource_version: String,
+    completed_at: i64,
+}
+
+/// The versions of each object in `keys`, in the order they were produced.
+async fn object_history(
     ctx: &SessionContext,
     session: &str,
-    storm: &ConflictStorm,
-) -> Result<Vec<(String, i64)>, QueryError> {
-    let sql = "SELECT resource_version, completed_at FROM object_versions \
-               WHERE session_id = $1 AND kind = $2 AND coalesce(namespace, '') = $3 AND name = $4 \
-               ORDER BY completed_at";
-    let params = vec![
-        ScalarValue::from(session),
-        ScalarValue::from(storm.kind.as_str()),
-        ScalarValue::from(storm.namespace.as_str()),
-        ScalarValue::from(storm.name.as_str()),
-    ];
-    let mut out = Vec::new();
-    for batch in collect(ctx, sql, params).await? {
+    keys: &BTreeSet<String>,
+) -> Result<HashMap<String, Vec<Version>>, QueryError> {
+    let mut out: HashMap<String, Vec<Version>> = HashMap::new();
+    for batch in collect(ctx, OBJECT_HISTORY_SQL, object_params(session, keys)).await? {
+        let (key, index, actor) =
+            (Strings::of(&batch, "object_key")?, Ints::of(&batch, "index")?, Strings::of(&batch, "actor_id")?);
         let (rv, at) = (Strings::of(&batch, "resource_version")?, Micros::of(&batch, "completed_at")?);
         for row in 0..batch.num_rows() {
-            out.push((rv.text(row), at.get(row).unwrap_or(0)));
+            out.entry(key.text(row)).or_default().push(Version {
+                index: index.get(row).unwrap_or(0).max(0) as u64,
+                actor: actor.text(row),
+                resource_version: rv.text(row),
+                completed_at: at.get(row).unwrap_or(0),
+            });
         }
     }
     Ok(out)

@@ -54,6 +54,7 @@ const MAX_REPLANS: usize = 5;
 /// sees the new files: the answer comes from either the old set or the new one, never a mix.
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
     let mut attempt = 0;
+    log_statement(sql, &[]);
     loop {
         let result = async { ctx.sql(sql).await?.collect().await }.await;
         match result {
@@ -126,7 +127,40 @@ pub async fn open_recording(root: &Path) -> Result<SessionContext, QueryError> {
 
 /// Plans `sql` with positional parameters (`$1`, `$2`, ...) bound to `params`.
 pub(crate) async fn frame(ctx: &SessionContext, sql: &str, params: Vec<ScalarValue>) -> Result<DataFrame, QueryError> {
+    log_statement(sql, &params);
     Ok(ctx.sql(sql).await?.with_param_values(params)?)
+}
+
+/// The tracing target every statement a command runs is logged under, at debug level.
+///
+/// `KUBESTEP_LOG=kubestep_query::sql=debug` shows what a command asked of the engine: the SQL as
+/// it was planned and its `$1, $2, ...` parameters as SQL literals (a JSON array of strings), enough
+/// to run the same statement by hand or in another engine (the benchmarks replay them in DuckDB).
+pub const SQL_LOG_TARGET: &str = "kubestep_query::sql";
+
+fn log_statement(sql: &str, params: &[ScalarValue]) {
+    if tracing::enabled!(target: SQL_LOG_TARGET, tracing::Level::DEBUG) {
+        let literals: Vec<String> = params.iter().map(sql_literal).collect();
+        let params = serde_json::to_string(&literals).unwrap_or_default();
+        tracing::debug!(target: SQL_LOG_TARGET, sql, params, "statement");
+    }
+}
+
+/// `value` written as a SQL literal that DataFusion and other engines read back as the same value.
+pub fn sql_literal(value: &ScalarValue) -> String {
+    if value.is_null() {
+        return "NULL".to_owned();
+    }
+    match value {
+        ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)) => {
+            format!("'{}'", s.replace('\'', "''"))
+        }
+        ScalarValue::Boolean(Some(b)) => if *b { "TRUE" } else { "FALSE" }.to_owned(),
+        ScalarValue::TimestampMicrosecond(Some(us), _) => {
+            format!("CAST('{}' AS TIMESTAMP)", crate::values::format_time(*us))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Runs a parameterized query to completion, re-planning like [`run_sql`] when a file vanished.

@@ -255,10 +255,10 @@ pub async fn replay(ctx: &SessionContext, query: &ReplayQuery) -> Result<StepStr
         text(query.object.as_ref().map(|o| o.name.as_str())),
         ScalarValue::Boolean(Some(query.writes_only)),
     ];
-    let mut steps = frame(ctx, REPLAY_SQL, params).await?;
-    if let Some(limit) = query.limit {
-        steps = steps.limit(0, Some(limit))?;
-    }
+    let steps = match query.limit {
+        Some(limit) => frame(ctx, &format!("{REPLAY_SQL}LIMIT {limit}\n"), params).await?,
+        None => frame(ctx, REPLAY_SQL, params).await?,
+    };
     let diffs = match query.diff {
         true => {
             let params = vec![ScalarValue::from(query.session.as_str()), ScalarValue::Int64(Some(query.from as i64))];

@@ -168,6 +168,11 @@ fn edges_sql(options: &CausalityOptions) -> String {
     format!("{sql}\nORDER BY from_index, to_index")
 }
 
+/// The bounds of an open window: 0001-01-01 and 9999-12-31, the range every engine's timestamps
+/// cover (the statement is logged, and may be run elsewhere).
+const EARLIEST_US: i64 = -62_135_596_800_000_000;
+const LATEST_US: i64 = 253_402_300_799_999_999;
+
 fn timestamp(us: Option<i64>, default: i64) -> ScalarValue {
     ScalarValue::TimestampMicrosecond(Some(us.unwrap_or(default)), Some("UTC".into()))
 }
@@ -216,8 +221,8 @@ pub async fn causality(
 ) -> Result<CausalityReport, QueryError> {
     let params = vec![
         ScalarValue::from(session),
-        timestamp(options.window.0, i64::MIN / 2),
-        timestamp(options.window.1, i64::MAX / 2),
+        timestamp(options.window.0, EARLIEST_US),
+        timestamp(options.window.1, LATEST_US),
     ];
     let mut edges: Vec<(u64, u64, String, String)> = Vec::new();
     for batch in collect(ctx, &edges_sql(options), params).await? {

@@ -1,0 +1,80 @@
+"""The DuckDB side of `cargo bench --bench report`.
+
+Reads a workload (JSON) written by the harness: set-up statements (the `operations` view over
+KubeStep's Parquet files or over the raw JSON lines, then KubeStep's documented views), and for each
+command the statements that `kubestep` itself ran for it, captured from its SQL log, with their
+parameters as SQL literals. Runs each command's statements in order, fetching every row as Arrow,
+`runs` times (each command's runs together within `timeout_seconds`), and prints one JSON object: per command the median seconds and the rows fetched, plus
+this process's peak RSS. DuckDB (from PyPI) is limited to the threads the harness gives it.
+"""
+
+import json
+import re
+import statistics
+import sys
+import threading
+import time
+
+import duckdb
+
+
+def bind(sql, params):
+    """Puts the literals in place of $1, $2, ... (highest first, so $1 never eats $10), after
+    dropping comment lines (which name the parameters too)."""
+    sql = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    for i in range(len(params), 0, -1):
+        sql = re.sub(r"\$%d(?!\d)" % i, lambda _m, v=params[i - 1]: v, sql)
+    return sql
+
+
+def fetch(con, sql):
+    result = con.execute(sql)
+    table = result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()
+    return table.num_rows
+
+
+def peak_rss_bytes():
+    """This process's high-water RSS (VmHWM: unlike getrusage, not inherited from the parent)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def main():
+    workload = json.load(open(sys.argv[1]))
+    con = duckdb.connect()
+    con.execute("SET threads = %d" % workload["threads"])
+    con.execute("SET TimeZone = 'UTC'")
+    for statement in workload["setup"]:
+        con.execute(statement)
+    out = {}
+    for command in workload["commands"]:
+        statements = [bind(s["sql"], s["params"]) for s in command["statements"]]
+        times, rows, current = [], 0, 0
+        # A command that runs past the timeout is interrupted and reported as such.
+        timer = threading.Timer(workload["timeout_seconds"], con.interrupt)
+        timer.start()
+        try:
+            for _ in range(workload["runs"]):
+                started = time.perf_counter()
+                rows = 0
+                for current, sql in enumerate(statements):
+                    rows += fetch(con, sql)
+                times.append(time.perf_counter() - started)
+            out[command["name"]] = {"seconds": statistics.median(times), "rows": rows}
+        except duckdb.Error as e:
+            if not timer.is_alive():
+                error = "interrupted after %d s (statement %d)" % (workload["timeout_seconds"], current + 1)
+            else:
+                error = "statement %d: %s" % (current + 1, str(e).splitlines()[0])
+            print(error, file=sys.stderr)
+            out[command["name"]] = {"error": error}
+        finally:
+            timer.cancel()
+    out["peak_rss_bytes"] = peak_rss_bytes()
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

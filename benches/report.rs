@@ -291,13 +291,14 @@ fn python(args: &[&str]) -> String {
 fn duckdb_convert(d: &Dataset, work: &Path, cores: usize) -> (f64, u64) {
     let target = work.join("duckdb.parquet");
     let script = format!(
-        "import duckdb, time\ncon = duckdb.connect()\ncon.execute('SET threads = {cores}')\nt = time.perf_counter()\n\
+        "import duckdb, time\ncon = duckdb.connect()\ncon.execute('SET threads = {cores}')\ncon.execute('SET enable_progress_bar = false')\nt = time.perf_counter()\n\
          con.execute(\"COPY (SELECT * FROM read_json('{}', format = 'newline_delimited', ignore_errors = true)) TO '{}' (FORMAT parquet, COMPRESSION zstd)\")\n\
          print(time.perf_counter() - t)",
         d.log.display(),
         target.display()
     );
-    let seconds = python(&["-c", &script]).trim().parse().expect("DuckDB's conversion time");
+    let out = python(&["-c", &script]);
+    let seconds = out.lines().last().unwrap_or("").trim().parse().expect("DuckDB's conversion time");
     let bytes = std::fs::metadata(&target).map_or(0, |m| m.len());
     std::fs::remove_file(&target).ok();
     (seconds, bytes)
@@ -415,7 +416,7 @@ fn duckdb_queries(work: &Path, setup: Vec<String>, commands: &[QueryCommand], ru
     std::fs::write(&path, workload.to_string()).expect("writing the DuckDB workload");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/report/duckdb_side.py");
     let out = python(&[&script.display().to_string(), &path.display().to_string()]);
-    serde_json::from_str(out.trim()).expect("the DuckDB side's JSON")
+    serde_json::from_str(out.lines().last().unwrap_or("")).expect("the DuckDB side's JSON")
 }
 
 fn duck_cell(result: &Value, name: &str, ours: f64) -> (String, String) {

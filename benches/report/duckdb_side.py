@@ -46,6 +46,7 @@ def main():
     con = duckdb.connect()
     con.execute("SET threads = %d" % workload["threads"])
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
     for statement in workload["setup"]:
         con.execute(statement)
     out = {}
@@ -73,7 +74,7 @@ def main():
         finally:
             timer.cancel()
     out["peak_rss_bytes"] = peak_rss_bytes()
-    print(json.dumps(out))
+    print("\n" + json.dumps(out))
 
 
 if __name__ == "__main__":

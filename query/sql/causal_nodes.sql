@@ -1,7 +1,11 @@
--- The writes of session $1 whose indexes are listed in $2 (a comma-separated list): the nodes of a
--- causality graph.
+-- The operations of session $1 whose indexes are listed in $2 (comma-separated): the nodes of a
+-- causality graph. The list is joined, not searched, so one statement serves any number of nodes.
+WITH wanted AS (
+    SELECT DISTINCT CAST(unnest(string_to_array($2, ',')) AS BIGINT) AS wanted_index
+)
 SELECT "index", actor_id, operation_type, kind, namespace, name, subresource, uid, base_resource_version,
        resource_version, received_at, duration_ms, error
 FROM indexed_operations
-WHERE session_id = $1 AND array_has(string_to_array($2, ','), CAST("index" AS VARCHAR))
+JOIN wanted ON "index" = wanted_index
+WHERE session_id = $1
 ORDER BY "index"

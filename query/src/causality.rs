@@ -317,38 +317,37 @@ pub async fn causality(
 
 async fn nodes(ctx: &SessionContext, session: &str, indexes: &BTreeSet<u64>) -> Result<Vec<Node>, QueryError> {
     let mut out = Vec::new();
-    let all: Vec<u64> = indexes.iter().copied().collect();
-    for chunk in all.chunks(2000) {
-        let list = chunk.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-        for batch in collect(ctx, NODES_SQL, vec![ScalarValue::from(session), ScalarValue::from(list.as_str())]).await?
-        {
-            let index = Ints::of(&batch, "index")?;
-            let s = |name| Strings::of(&batch, name);
-            let (actor, op, kind, ns, name, sub) =
-                (s("actor_id")?, s("operation_type")?, s("kind")?, s("namespace")?, s("name")?, s("subresource")?);
-            let (uid, base, rv, error) = (s("uid")?, s("base_resource_version")?, s("resource_version")?, s("error")?);
-            let received = Micros::of(&batch, "received_at")?;
-            let duration = Floats::of(&batch, "duration_ms")?;
-            for row in 0..batch.num_rows() {
-                let i = index.get(row).unwrap_or(0).max(0) as u64;
-                out.push(Node {
-                    id: format!("op:{i}"),
-                    node_type: "op".into(),
-                    actor_id: actor.text(row),
-                    verb: op.text(row),
-                    kind: kind.text(row),
-                    ns: ns.text(row),
-                    name: name.text(row),
-                    subresource: sub.text(row),
-                    ts: received.get(row).map(format_time).unwrap_or_default(),
-                    base_rv: base.text(row),
-                    rv: rv.text(row),
-                    uid: uid.text(row),
-                    duration_ms: duration.get(row).unwrap_or(0.0),
-                    error: error.text(row),
-                    index: i,
-                });
-            }
+    if indexes.is_empty() {
+        return Ok(out);
+    }
+    let list = indexes.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    for batch in collect(ctx, NODES_SQL, vec![ScalarValue::from(session), ScalarValue::from(list.as_str())]).await? {
+        let index = Ints::of(&batch, "index")?;
+        let s = |name| Strings::of(&batch, name);
+        let (actor, op, kind, ns, name, sub) =
+            (s("actor_id")?, s("operation_type")?, s("kind")?, s("namespace")?, s("name")?, s("subresource")?);
+        let (uid, base, rv, error) = (s("uid")?, s("base_resource_version")?, s("resource_version")?, s("error")?);
+        let received = Micros::of(&batch, "received_at")?;
+        let duration = Floats::of(&batch, "duration_ms")?;
+        for row in 0..batch.num_rows() {
+            let i = index.get(row).unwrap_or(0).max(0) as u64;
+            out.push(Node {
+                id: format!("op:{i}"),
+                node_type: "op".into(),
+                actor_id: actor.text(row),
+                verb: op.text(row),
+                kind: kind.text(row),
+                ns: ns.text(row),
+                name: name.text(row),
+                subresource: sub.text(row),
+                ts: received.get(row).map(format_time).unwrap_or_default(),
+                base_rv: base.text(row),
+                rv: rv.text(row),
+                uid: uid.text(row),
+                duration_ms: duration.get(row).unwrap_or(0.0),
+                error: error.text(row),
+                index: i,
+            });
         }
     }
     out.sort_by_key(|n| n.index);

@@ -16,7 +16,7 @@
 //!   peak RSS), next to DuckDB running the very statements that command ran (captured from its SQL
 //!   log, `kubestep_query::sql`) over the same Parquet files, and over the raw JSON lines shaped by
 //!   `benches/report/operations_from_json.sql` (up to `KUBESTEP_REPORT_JSON_QUERY_MAX` events,
-//!   default 1000000: each of those statements re-reads the whole log).
+//!   default 2000000: each of those statements re-reads the whole log).
 //!
 //! A DuckDB command still running after `KUBESTEP_REPORT_DUCKDB_TIMEOUT` seconds (default 600) is
 //! interrupted and reported as such.
@@ -171,8 +171,28 @@ fn samples_dataset(work: &Path, target: u64) -> Dataset {
     let mut out = BufWriter::new(File::create(&log).expect("creating the samples log"));
     for i in 0..target {
         let mut event = events[i as usize % events.len()].clone();
+        let round = i / events.len() as u64;
         let id = event.get("auditID").and_then(Value::as_str).unwrap_or("").to_owned();
         event["auditID"] = Value::String(format!("{id}-{i}"));
+        // Each round is a later copy of the samples on other objects: times move on by a second
+        // per round and names get the round as a suffix, so the data does not repeat verbatim.
+        for field in ["requestReceivedTimestamp", "stageTimestamp", "timestamp"] {
+            let shifted = event
+                .get(field)
+                .and_then(Value::as_str)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| {
+                    (t + chrono::Duration::seconds(round as i64)).to_utc().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+                });
+            if let Some(shifted) = shifted {
+                event[field] = Value::String(shifted);
+            }
+        }
+        if let Some(name) = event.pointer_mut("/objectRef/name")
+            && let Some(text) = name.as_str()
+        {
+            *name = Value::String(format!("{text}-{round}"));
+        }
         serde_json::to_writer(&mut out, &event).expect("writing the samples log");
         out.write_all(b"\n").expect("writing the samples log");
     }
@@ -409,6 +429,8 @@ fn duckdb_queries(work: &Path, setup: Vec<String>, commands: &[QueryCommand], ru
         "threads": cores,
         "runs": runs,
         "timeout_seconds": env_or("KUBESTEP_REPORT_DUCKDB_TIMEOUT", 600u64),
+        "temp_directory": work.join("duckdb-temp"),
+        "max_temp_gb": env_or("KUBESTEP_REPORT_DUCKDB_TEMP_GB", 8u64),
         "setup": setup,
         "commands": commands.iter().map(|c| json!({ "name": c.name, "statements": c.statements })).collect::<Vec<_>>(),
     });
@@ -557,7 +579,7 @@ fn measure(d: &Dataset, work: &Path, cores: usize, report: &mut Report) {
     )];
     parquet_setup.extend(view_statements());
     let on_parquet = duckdb_queries(work, parquet_setup, &commands, 3, cores);
-    let on_json = if d.events <= env_or("KUBESTEP_REPORT_JSON_QUERY_MAX", 1_000_000) {
+    let on_json = if d.events <= env_or("KUBESTEP_REPORT_JSON_QUERY_MAX", 2_000_000) {
         let shaping = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/report/operations_from_json.sql"),
         )

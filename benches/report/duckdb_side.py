@@ -47,6 +47,9 @@ def main():
     con.execute("SET threads = %d" % workload["threads"])
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
+    # Spilling goes to the harness's work directory, bounded: a runaway plan fails, not the disk.
+    con.execute("SET temp_directory = '%s'" % workload["temp_directory"])
+    con.execute("SET max_temp_directory_size = '%dGB'" % workload["max_temp_gb"])
     for statement in workload["setup"]:
         con.execute(statement)
     out = {}

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::QueryError;
 use crate::context::{collect, frame};
-use crate::diff::diff_objects;
+use crate::diff::diff_values;
 use crate::values::{Ints, Micros, Strings, format_time};
 use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, FIGHT_CANDIDATES, HOT_LOOPS, for_session};
 
@@ -189,7 +189,8 @@ pub struct Requeue {
 struct Write {
     actor: String,
     generation: Option<i64>,
-    object: Option<String>,
+    /// The response object, parsed once (None when absent or not JSON).
+    object: Option<Value>,
 }
 
 /// How the per-object statements name an object: `kind/namespace/name` (namespace empty for
@@ -234,7 +235,11 @@ async fn each_object_writes(
                 writes.clear();
                 current = Some(key.to_owned());
             }
-            writes.push(Write { actor: actor.text(row), generation: generation.get(row), object: object.owned(row) });
+            writes.push(Write {
+                actor: actor.text(row),
+                generation: generation.get(row),
+                object: object.get(row).and_then(|text| serde_json::from_str(text).ok()),
+            });
         }
     }
     if let Some(done) = current {
@@ -306,7 +311,7 @@ fn classify(hot: &mut HotLoop, writes: &[Write]) {
             continue;
         }
         let changes = match (&before.object, &after.object) {
-            (Some(a), Some(b)) => diff_objects(a, b, false).unwrap_or_default(),
+            (Some(a), Some(b)) => diff_values(a, b, false),
             _ => Vec::new(),
         };
         for change in &changes {
@@ -392,7 +397,7 @@ fn flipping_fields(writes: &[Write]) -> (Vec<FlippingField>, Vec<String>) {
     for pair in writes.windows(2) {
         let (before, after) = (&pair[0], &pair[1]);
         let (Some(a), Some(b)) = (&before.object, &after.object) else { continue };
-        let Ok(changes) = diff_objects(a, b, false) else { continue };
+        let changes = diff_values(a, b, false);
         for change in changes.into_iter().filter(|c| !c.path.starts_with("status")) {
             let value = change.new.clone().unwrap_or(Value::Null);
             let track = tracks.entry(change.path.clone()).or_insert_with(|| Track {

@@ -33,9 +33,15 @@ impl FieldChange {
 pub fn diff_objects(old: &str, new: &str, all_fields: bool) -> Result<Vec<FieldChange>, String> {
     let old: Value = serde_json::from_str(old).map_err(|e| format!("the previous object is not JSON: {e}"))?;
     let new: Value = serde_json::from_str(new).map_err(|e| format!("the object is not JSON: {e}"))?;
+    Ok(diff_values(&old, &new, all_fields))
+}
+
+/// The changes from `old` to `new`, already parsed: for callers that compare each version with
+/// both its neighbours and so would parse it twice.
+pub fn diff_values(old: &Value, new: &Value, all_fields: bool) -> Vec<FieldChange> {
     let mut out = Vec::new();
-    walk(&mut String::new(), Some(&old), Some(&new), all_fields, &mut out);
-    Ok(out)
+    walk(&mut String::new(), Some(old), Some(new), all_fields, &mut out);
+    out
 }
 
 fn is_noise(path: &str, key: &str) -> bool {

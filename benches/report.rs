@@ -470,6 +470,7 @@ fn webhook(
     let bodies: Arc<Vec<Mutex<loadgen::Bodies>>> =
         Arc::new((0..max_clients).map(|c| Mutex::new(loadgen::Bodies::new(&events, c))).collect());
     let data = work.join("served");
+    std::fs::remove_dir_all(&data).ok();
     let server = loadgen::Server::start(&data);
     let phase = Duration::from_secs(seconds);
     for clients in [1, 4, 8] {
@@ -515,6 +516,8 @@ fn measure(d: &Dataset, work: &Path, cores: usize, report: &mut Report) {
     let floor_rate = d.events as f64 / floor;
     let (log_bytes, log_seconds) = log_backend(d, work, 2 << 30);
     let data = work.join("data");
+    // A fresh recording: a run that was stopped may have left one behind.
+    std::fs::remove_dir_all(&data).ok();
     let import = run_measured(
         Command::new(KUBESTEP).args(["import", "-q", "--session", SESSION, "-d"]).arg(&data).arg(&d.log),
         None,

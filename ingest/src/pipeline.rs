@@ -36,6 +36,9 @@ pub struct IngestConfig {
     pub max_rows_per_file: usize,
     /// ... or once they hold about this many bytes.
     pub max_bytes_per_file: usize,
+    /// All partitions together hold at most about this many bytes: past it, the largest is
+    /// written out early. An import spanning many days (one partition per day) stays bounded.
+    pub max_buffered_bytes: usize,
     /// Remember only about this many of the most recent events for de-duplication (a long-running
     /// service); `None` remembers every event (an import).
     pub dedup_window: Option<usize>,
@@ -49,6 +52,7 @@ impl Default for IngestConfig {
             idle_gap_us: DEFAULT_IDLE_GAP_US,
             max_rows_per_file: 1_000_000,
             max_bytes_per_file: 256 << 20,
+            max_buffered_bytes: 512 << 20,
             dedup_window: None,
         }
     }
@@ -121,6 +125,8 @@ pub struct Ingestor {
     sessions: SessionAssigner,
     dedup: Deduplicator,
     partitions: Vec<Partition>,
+    /// What all partitions hold together (the sum of their `bytes`).
+    buffered: usize,
     last_partition: Option<usize>,
     day_cache: (i64, String),
     writer: ParquetWriter,
@@ -160,6 +166,7 @@ impl Ingestor {
                 None => Deduplicator::new(layout.clone()),
             },
             partitions: Vec::new(),
+            buffered: 0,
             last_partition: None,
             day_cache: (i64::MIN, String::new()),
             writer: ParquetWriter::new(layout.clone(), writer_id.to_owned()),
@@ -268,6 +275,7 @@ impl Ingestor {
             let partition = &mut self.partitions[index];
             partition.rows += batch.num_rows();
             partition.bytes += batch.num_rows() * row_bytes;
+            self.buffered += batch.num_rows() * row_bytes;
             self.stats.records_accepted += batch.num_rows() as u64;
             partition.batches.push(batch);
             if (partition.rows >= self.config.max_rows_per_file || partition.bytes >= self.config.max_bytes_per_file)
@@ -275,6 +283,22 @@ impl Ingestor {
             {
                 tracing::warn!(error = %e, "could not write a full partition yet; its records stay buffered");
             }
+        }
+        if let Err(e) = self.keep_within_budget() {
+            tracing::warn!(error = %e, "could not write partitions out early; their records stay buffered");
+        }
+        Ok(())
+    }
+
+    /// Writes out the largest partitions while all of them together hold more than
+    /// `max_buffered_bytes`.
+    fn keep_within_budget(&mut self) -> Result<(), IngestError> {
+        while self.buffered > self.config.max_buffered_bytes {
+            let Some(largest) = (0..self.partitions.len()).max_by_key(|&i| self.partitions[i].bytes) else { break };
+            if self.partitions[largest].rows == 0 {
+                break;
+            }
+            self.flush_partition(largest)?;
         }
         Ok(())
     }
@@ -420,7 +444,9 @@ impl Ingestor {
         let before = partition.builder.approx_bytes();
         partition.builder.append(&record);
         partition.rows += 1;
-        partition.bytes += partition.builder.approx_bytes() - before;
+        let grown = partition.builder.approx_bytes() - before;
+        partition.bytes += grown;
+        self.buffered += grown;
         self.stats.records_accepted += 1;
         if partition.builder.len() >= BATCH_ROWS {
             let batch = partition.builder.finish().map_err(WriteError::Sort)?;
@@ -428,6 +454,9 @@ impl Ingestor {
         }
         if partition.rows >= self.config.max_rows_per_file || partition.bytes >= self.config.max_bytes_per_file {
             self.flush_partition(index)?;
+        }
+        if self.buffered > self.config.max_buffered_bytes {
+            self.keep_within_budget()?;
         }
         Ok(())
     }
@@ -445,6 +474,7 @@ impl Ingestor {
         let file = self.writer.write(&partition.session_id, &partition.date, &partition.batches)?;
         partition.batches.clear();
         partition.rows = 0;
+        self.buffered = self.buffered.saturating_sub(partition.bytes);
         partition.bytes = 0;
         tracing::debug!(path = %file.path.display(), rows = file.rows, bytes = file.bytes, "wrote parquet file");
         self.stats.records_stored += file.rows as u64;

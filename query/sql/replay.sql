@@ -28,4 +28,6 @@ WHERE session_id = $1
   AND ($5 IS NULL OR coalesce(namespace, '') = $5)
   AND ($6 IS NULL OR name = $6)
   AND (NOT $7 OR verb IN ('create', 'update', 'patch', 'delete', 'deletecollection'))
-ORDER BY "index"
+-- The session order, which is the order of "index", said the way the files are sorted: the engine
+-- then streams the steps in order (and stops early under a LIMIT) instead of sorting the session.
+ORDER BY session_id, received_at, audit_id, stage

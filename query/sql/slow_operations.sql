@@ -5,4 +5,6 @@ FROM indexed_operations
 WHERE session_id = $1
   AND duration_ms >= $2
   AND ($3 OR verb <> 'watch')
-ORDER BY "index"
+-- The session order, which is the order of "index", said the way the files are sorted: the engine
+-- then streams the steps in order (and stops early under a LIMIT) instead of sorting the session.
+ORDER BY session_id, received_at, audit_id, stage

@@ -254,6 +254,8 @@ fn start_storage(
         idle_gap_us: config.idle_gap_us,
         max_rows_per_file: config.flush.max_rows,
         max_bytes_per_file: config.flush.max_bytes,
+        // Many sessions or days at once must not hold many files' worth of records.
+        max_buffered_bytes: config.flush.max_bytes.saturating_mul(4),
         // The WAL is replayed against every stored key; the window applies from then on.
         dedup_window: None,
     };

@@ -205,21 +205,20 @@ fn object_params(session: &str, keys: &BTreeSet<String>) -> Vec<ScalarValue> {
     vec![ScalarValue::from(session), ScalarValue::from(list.join("\n"))]
 }
 
-/// Streams the successful writes of the objects in `keys`, one object at a time and each in session
-/// order: `visit(key, writes)` runs once for each of them that has writes. Only one object's writes
-/// are held at a time.
-async fn each_object_writes(
+/// Streams the successful writes of the objects in `keys` in session order and calls
+/// `visit(key, before, after)` for each pair of consecutive writes of one object. Only the latest
+/// write of each object is held, so memory grows with the objects, not with their writes.
+async fn each_write_pair(
     ctx: &SessionContext,
     session: &str,
     keys: &BTreeSet<String>,
-    mut visit: impl FnMut(&str, &[Write]),
+    mut visit: impl FnMut(&str, &Write, &Write),
 ) -> Result<(), QueryError> {
     if keys.is_empty() {
         return Ok(());
     }
     let mut stream = frame(ctx, OBJECT_WRITES_SQL, object_params(session, keys)).await?.execute_stream().await?;
-    let mut current: Option<String> = None;
-    let mut writes = Vec::new();
+    let mut latest: HashMap<String, Write> = HashMap::new();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let key = Strings::of(&batch, "object_key")?;
@@ -227,23 +226,22 @@ async fn each_object_writes(
         let generation = Ints::of(&batch, "generation")?;
         let object = Strings::of(&batch, "response_object")?;
         for row in 0..batch.num_rows() {
-            let key = key.get(row).unwrap_or("");
-            if current.as_deref() != Some(key) {
-                if let Some(done) = current.take() {
-                    visit(&done, &writes);
-                }
-                writes.clear();
-                current = Some(key.to_owned());
-            }
-            writes.push(Write {
+            let write = Write {
                 actor: actor.text(row),
                 generation: generation.get(row),
                 object: object.get(row).and_then(|text| serde_json::from_str(text).ok()),
-            });
+            };
+            let key = key.get(row).unwrap_or("");
+            match latest.get_mut(key) {
+                Some(before) => {
+                    visit(key, before, &write);
+                    *before = write;
+                }
+                None => {
+                    latest.insert(key.to_owned(), write);
+                }
+            }
         }
-    }
-    if let Some(done) = current {
-        visit(&done, &writes);
     }
     Ok(())
 }
@@ -292,40 +290,44 @@ pub async fn hot_loops(ctx: &SessionContext, session: &str, o: &BehaviourOptions
         by_object.entry(object_key(&hot.kind, &hot.namespace, &hot.name)).or_default().push(i);
     }
     let keys = by_object.keys().cloned().collect();
-    each_object_writes(ctx, session, &keys, |key, writes| {
+    let mut fields: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); loops.len()];
+    each_write_pair(ctx, session, &keys, |key, before, after| {
         for &i in by_object.get(key).map_or(&[][..], Vec::as_slice) {
-            classify(&mut loops[i], writes);
+            classify_pair(&mut loops[i], &mut fields[i], before, after);
         }
     })
     .await?;
+    for (hot, fields) in loops.iter_mut().zip(fields) {
+        finish_classification(hot, fields);
+    }
     Ok(loops)
 }
 
-/// Sorts each of the loop's writes into spec, status or no-op by comparing it with the version
-/// before it (written by anyone).
-fn classify(hot: &mut HotLoop, writes: &[Write]) {
-    let mut fields: BTreeMap<String, u64> = BTreeMap::new();
-    for pair in writes.windows(2) {
-        let (before, after) = (&pair[0], &pair[1]);
-        if after.actor != hot.actor_id {
-            continue;
-        }
-        let changes = match (&before.object, &after.object) {
-            (Some(a), Some(b)) => diff_values(a, b, false),
-            _ => Vec::new(),
-        };
-        for change in &changes {
-            *fields.entry(change.path.clone()).or_default() += 1;
-        }
-        let generation_moved = before.generation.is_some() && before.generation != after.generation;
-        if generation_moved || changes.iter().any(|c| !c.path.starts_with("status")) {
-            hot.spec_writes += 1;
-        } else if changes.is_empty() {
-            hot.noop_writes += 1;
-        } else {
-            hot.status_writes += 1;
-        }
+/// Sorts one write of the loop into spec, status or no-op by comparing it with the version before
+/// it (written by anyone), and counts the fields it changed.
+fn classify_pair(hot: &mut HotLoop, fields: &mut BTreeMap<String, u64>, before: &Write, after: &Write) {
+    if after.actor != hot.actor_id {
+        return;
     }
+    let changes = match (&before.object, &after.object) {
+        (Some(a), Some(b)) => diff_values(a, b, false),
+        _ => Vec::new(),
+    };
+    for change in &changes {
+        *fields.entry(change.path.clone()).or_default() += 1;
+    }
+    let generation_moved = before.generation.is_some() && before.generation != after.generation;
+    if generation_moved || changes.iter().any(|c| !c.path.starts_with("status")) {
+        hot.spec_writes += 1;
+    } else if changes.is_empty() {
+        hot.noop_writes += 1;
+    } else {
+        hot.status_writes += 1;
+    }
+}
+
+/// The loop's class (what most of its writes were) and the fields that changed more than once.
+fn finish_classification(hot: &mut HotLoop, fields: BTreeMap<String, u64>) {
     let counts = [(hot.spec_writes, "spec"), (hot.status_writes, "status"), (hot.noop_writes, "no-op")];
     hot.class = counts.iter().max_by_key(|(n, _)| *n).map_or("no-op", |(_, c)| *c).to_owned();
     let mut recurring: Vec<FieldCount> =
@@ -360,11 +362,13 @@ pub async fn fights(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -
         }
     }
     let keys = candidates.iter().map(|(kind, ns, name, ..)| object_key(kind, ns, name)).collect();
-    let mut flipping = HashMap::new();
-    each_object_writes(ctx, session, &keys, |key, writes| {
-        flipping.insert(key.to_owned(), flipping_fields(writes));
+    let mut trackers: HashMap<String, FlipTracker> = HashMap::new();
+    each_write_pair(ctx, session, &keys, |key, before, after| {
+        trackers.entry(key.to_owned()).or_default().pair(before, after);
     })
     .await?;
+    let mut flipping: HashMap<String, (Vec<FlippingField>, Vec<String>)> =
+        trackers.into_iter().map(|(key, tracker)| (key, tracker.finish())).collect();
     let mut fights = Vec::new();
     for (kind, namespace, name, turns, first, last) in candidates {
         let Some((fields, actors)) = flipping.remove(&object_key(&kind, &namespace, &name)) else { continue };
@@ -385,22 +389,26 @@ pub async fn fights(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -
     Ok(fights)
 }
 
-/// The fields changed, in turn, by different actors to different values.
-fn flipping_fields(writes: &[Write]) -> (Vec<FlippingField>, Vec<String>) {
-    struct Track {
-        last_actor: String,
-        flips: u64,
-        values: Vec<ContestedValue>,
-    }
-    let mut tracks: BTreeMap<String, Track> = BTreeMap::new();
-    let mut order: Vec<String> = Vec::new();
-    for pair in writes.windows(2) {
-        let (before, after) = (&pair[0], &pair[1]);
-        let (Some(a), Some(b)) = (&before.object, &after.object) else { continue };
-        let changes = diff_values(a, b, false);
-        for change in changes.into_iter().filter(|c| !c.path.starts_with("status")) {
+/// One field's history on one object: who set it last, how often it changed hands, its values.
+struct Track {
+    last_actor: String,
+    flips: u64,
+    values: Vec<ContestedValue>,
+}
+
+/// The fields of one object changed, in turn, by different actors to different values: fed the
+/// object's consecutive versions one pair at a time.
+#[derive(Default)]
+struct FlipTracker {
+    tracks: BTreeMap<String, Track>,
+}
+
+impl FlipTracker {
+    fn pair(&mut self, before: &Write, after: &Write) {
+        let (Some(a), Some(b)) = (&before.object, &after.object) else { return };
+        for change in diff_values(a, b, false).into_iter().filter(|c| !c.path.starts_with("status")) {
             let value = change.new.clone().unwrap_or(Value::Null);
-            let track = tracks.entry(change.path.clone()).or_insert_with(|| Track {
+            let track = self.tracks.entry(change.path.clone()).or_insert_with(|| Track {
                 last_actor: String::new(),
                 flips: 0,
                 values: Vec::new(),
@@ -420,27 +428,32 @@ fn flipping_fields(writes: &[Write]) -> (Vec<FlippingField>, Vec<String>) {
             }
         }
     }
-    let mut fields = Vec::new();
-    for (path, mut track) in tracks {
-        let setters: std::collections::BTreeSet<&String> = track.values.iter().flat_map(|v| &v.actors).collect();
-        // A fight goes back and forth: some value comes back. A counter (metadata.generation)
-        // moves on and never flips.
-        let returns = track.values.iter().any(|v| v.count >= 2);
-        if track.flips < 2 || track.values.len() < 2 || setters.len() < 2 || !returns {
-            continue;
-        }
-        for v in &track.values {
-            for actor in &v.actors {
-                if !order.contains(actor) {
-                    order.push(actor.clone());
+
+    /// The flipping fields, most flips first, and the actors behind them in order of appearance.
+    fn finish(self) -> (Vec<FlippingField>, Vec<String>) {
+        let mut order: Vec<String> = Vec::new();
+        let mut fields = Vec::new();
+        for (path, mut track) in self.tracks {
+            let setters: BTreeSet<&String> = track.values.iter().flat_map(|v| &v.actors).collect();
+            // A fight goes back and forth: some value comes back. A counter (metadata.generation)
+            // moves on and never flips.
+            let returns = track.values.iter().any(|v| v.count >= 2);
+            if track.flips < 2 || track.values.len() < 2 || setters.len() < 2 || !returns {
+                continue;
+            }
+            for v in &track.values {
+                for actor in &v.actors {
+                    if !order.contains(actor) {
+                        order.push(actor.clone());
+                    }
                 }
             }
+            track.values.sort_by_key(|v| std::cmp::Reverse(v.count));
+            fields.push(FlippingField { path, flips: track.flips, values: track.values });
         }
-        track.values.sort_by_key(|v| std::cmp::Reverse(v.count));
-        fields.push(FlippingField { path, flips: track.flips, values: track.values });
+        fields.sort_by(|a, b| b.flips.cmp(&a.flips).then_with(|| a.path.cmp(&b.path)));
+        (fields, order)
     }
-    fields.sort_by(|a, b| b.flips.cmp(&a.flips).then_with(|| a.path.cmp(&b.path)));
-    (fields, order)
 }
 
 /// Conflict storms of `session`.

@@ -1,7 +1,9 @@
 //! Actors: who is behind a request, as a stable name that analyses group by.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
+use memchr::memmem;
 use regex::Regex;
 
 /// A user rule: requests whose `username|user_agent` matches `pattern` belong to actor `name`.
@@ -41,12 +43,23 @@ impl ActorRule {
 
 const SA_PREFIX: &str = "system:serviceaccount:";
 
+/// Finds the kube-controller-manager style suffix in a user agent, searching from the end.
+static SA_IN_USER_AGENT: LazyLock<memmem::FinderRev<'static>> =
+    LazyLock::new(|| memmem::FinderRev::new("/system:serviceaccount:"));
+
 /// `NS/NAME` for `system:serviceaccount:NS:NAME` (ignoring anything after a following `/`).
 fn service_account(text: &str) -> Option<String> {
     let rest = text.strip_prefix(SA_PREFIX)?;
     let rest = rest.split('/').next().unwrap_or(rest);
     let (ns, name) = rest.split_once(':')?;
-    (!ns.is_empty() && !name.is_empty()).then(|| format!("{ns}/{name}"))
+    if ns.is_empty() || name.is_empty() {
+        return None;
+    }
+    let mut actor = String::with_capacity(ns.len() + 1 + name.len());
+    actor.push_str(ns);
+    actor.push('/');
+    actor.push_str(name);
+    Some(actor)
 }
 
 /// Derives the actor of a request, first match wins:
@@ -63,7 +76,7 @@ pub fn derive_actor<'a>(rules: &[ActorRule], username: Option<&'a str>, user_age
         }
     }
     if let Some(ua) = user_agent
-        && let Some(pos) = ua.rfind("/system:serviceaccount:")
+        && let Some(pos) = SA_IN_USER_AGENT.rfind(ua.as_bytes())
         && let Some(actor) = service_account(&ua[pos + 1..])
     {
         return Cow::Owned(actor);

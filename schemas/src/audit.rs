@@ -18,25 +18,25 @@ use serde_json::value::RawValue;
 #[serde(rename_all = "camelCase")]
 pub struct Event<'a> {
     /// `"Event"` in log-backend lines; absent in webhook `EventList.items`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub kind: Option<Cow<'a, str>>,
     /// `"audit.k8s.io/v1"`; absent in webhook items and in some pre-v1 events.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub api_version: Option<Cow<'a, str>>,
     /// `Metadata`, `Request` or `RequestResponse`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub level: Option<Cow<'a, str>>,
     /// Unique per request unless the client sent an `Audit-ID` header.
-    #[serde(rename = "auditID", borrow, default)]
+    #[serde(rename = "auditID", borrow, default, deserialize_with = "optional_text")]
     pub audit_id: Option<Cow<'a, str>>,
     /// `RequestReceived`, `ResponseStarted`, `ResponseComplete` or `Panic`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub stage: Option<Cow<'a, str>>,
     /// Path and raw query of the request.
-    #[serde(rename = "requestURI", borrow, default)]
+    #[serde(rename = "requestURI", borrow, default, deserialize_with = "optional_text")]
     pub request_uri: Option<Cow<'a, str>>,
     /// Kubernetes verb (`get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ...).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub verb: Option<Cow<'a, str>>,
     /// The authenticated user.
     #[serde(borrow, default)]
@@ -45,10 +45,10 @@ pub struct Event<'a> {
     #[serde(borrow, default)]
     pub impersonated_user: Option<UserInfo<'a>>,
     /// Client addresses, the last one being the direct peer.
-    #[serde(rename = "sourceIPs", borrow, default)]
+    #[serde(rename = "sourceIPs", borrow, default, deserialize_with = "optional_texts")]
     pub source_ips: Option<Vec<Cow<'a, str>>>,
     /// The client's `User-Agent`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub user_agent: Option<Cow<'a, str>>,
     /// The object the request was about; absent for non-resource requests.
     #[serde(borrow, default)]
@@ -63,16 +63,16 @@ pub struct Event<'a> {
     #[serde(borrow, default)]
     pub response_object: Option<&'a RawValue>,
     /// When the API server received the request.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub request_received_timestamp: Option<Cow<'a, str>>,
     /// When the event's stage was reached.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub stage_timestamp: Option<Cow<'a, str>>,
     /// Free-form annotations (authorization decision, latency, truncation...).
     #[serde(borrow, default)]
     pub annotations: Option<&'a RawValue>,
     /// Pre-v1 events carry one `timestamp` instead of the two timestamps above.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub timestamp: Option<Cow<'a, str>>,
 }
 
@@ -80,10 +80,10 @@ pub struct Event<'a> {
 #[derive(Debug, Default, Deserialize)]
 pub struct UserInfo<'a> {
     /// `system:serviceaccount:NS:NAME`, `system:kube-scheduler`, `alice@example.com`, ...
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub username: Option<Cow<'a, str>>,
     /// Group memberships.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_texts")]
     pub groups: Option<Vec<Cow<'a, str>>>,
     /// The extra attributes KubeStep uses: which pod a bound service-account token belongs to.
     #[serde(borrow, default)]
@@ -95,10 +95,10 @@ pub struct UserInfo<'a> {
 #[derive(Debug, Default, Deserialize)]
 pub struct UserExtra<'a> {
     /// `authentication.kubernetes.io/pod-name`
-    #[serde(rename = "authentication.kubernetes.io/pod-name", borrow, default)]
+    #[serde(rename = "authentication.kubernetes.io/pod-name", borrow, default, deserialize_with = "optional_texts")]
     pub pod_name: Option<Vec<Cow<'a, str>>>,
     /// `authentication.kubernetes.io/pod-uid`
-    #[serde(rename = "authentication.kubernetes.io/pod-uid", borrow, default)]
+    #[serde(rename = "authentication.kubernetes.io/pod-uid", borrow, default, deserialize_with = "optional_texts")]
     pub pod_uid: Option<Vec<Cow<'a, str>>>,
 }
 
@@ -107,28 +107,28 @@ pub struct UserExtra<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct ObjectReference<'a> {
     /// Plural resource name (`pods`, `deployments`).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub resource: Option<Cow<'a, str>>,
     /// Namespace; absent for cluster-scoped objects.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub namespace: Option<Cow<'a, str>>,
     /// Object name; absent for collections and for creates rejected before the body was read.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub name: Option<Cow<'a, str>>,
     /// Object uid, when the request body carried one.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub uid: Option<Cow<'a, str>>,
     /// API group (empty for the core group).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub api_group: Option<Cow<'a, str>>,
     /// API version.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub api_version: Option<Cow<'a, str>>,
     /// The resourceVersion the client **sent** (a precondition), not the one the write produced.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub resource_version: Option<Cow<'a, str>>,
     /// `status`, `scale`, `exec`, ...
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub subresource: Option<Cow<'a, str>>,
 }
 
@@ -139,13 +139,13 @@ pub struct ResponseStatus<'a> {
     #[serde(default)]
     pub code: Option<i32>,
     /// `Success` or `Failure`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub status: Option<Cow<'a, str>>,
     /// Human-readable description.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub message: Option<Cow<'a, str>>,
     /// Machine-readable reason (`Conflict`, `NotFound`, `Forbidden`, ...).
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub reason: Option<Cow<'a, str>>,
     /// Which object the status is about; deletes name the deleted object's uid here.
     #[serde(borrow, default)]
@@ -156,13 +156,13 @@ pub struct ResponseStatus<'a> {
 #[derive(Debug, Default, Deserialize)]
 pub struct StatusDetails<'a> {
     /// Object name.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub name: Option<Cow<'a, str>>,
     /// Plural resource name, despite the field's name.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub kind: Option<Cow<'a, str>>,
     /// Object uid.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub uid: Option<Cow<'a, str>>,
 }
 
@@ -172,10 +172,10 @@ pub struct StatusDetails<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct ObjectHead<'a> {
     /// `Pod`, `Deployment`, `Status`, `PodList`, ...
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub kind: Option<Cow<'a, str>>,
     /// The object's `apiVersion`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub api_version: Option<Cow<'a, str>>,
     /// `metadata`.
     #[serde(borrow, default)]
@@ -190,16 +190,16 @@ pub struct ObjectHead<'a> {
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta<'a> {
     /// Object name.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub name: Option<Cow<'a, str>>,
     /// Object namespace.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub namespace: Option<Cow<'a, str>>,
     /// Object uid.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub uid: Option<Cow<'a, str>>,
     /// Opaque version string; compare for equality only.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub resource_version: Option<Cow<'a, str>>,
     /// Bumped by spec changes only.
     #[serde(default)]
@@ -213,7 +213,7 @@ pub struct ObjectMeta<'a> {
 #[derive(Debug, Default, Deserialize)]
 pub struct OwnerReference<'a> {
     /// The owner's uid.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub uid: Option<Cow<'a, str>>,
 }
 
@@ -221,11 +221,49 @@ pub struct OwnerReference<'a> {
 #[derive(Debug, Deserialize)]
 pub struct EventList<'a> {
     /// `"EventList"`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "optional_text")]
     pub kind: Option<Cow<'a, str>>,
     /// The events, kept raw so that one bad item does not fail the list.
     #[serde(borrow, default)]
     pub items: Vec<&'a RawValue>,
+}
+
+/// A JSON string that borrows from the input unless it contains escapes. (`Cow<str>`'s own
+/// `Deserialize` always allocates, even under `#[serde(borrow)]` when wrapped in `Option` or `Vec`.)
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> serde::de::Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+fn optional_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    Ok(Option::<Text<'de>>::deserialize(deserializer)?.map(|t| t.0))
+}
+
+fn optional_texts<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<Cow<'de, str>>>, D::Error> {
+    Ok(Option::<Vec<Text<'de>>>::deserialize(deserializer)?.map(|v| v.into_iter().map(|t| t.0).collect()))
 }
 
 impl<'a> ObjectHead<'a> {
@@ -235,20 +273,23 @@ impl<'a> ObjectHead<'a> {
     /// Returns `None` when `json` is not an object.
     pub fn parse(json: &'a str) -> Option<ObjectHead<'a>> {
         let mut head = ObjectHead::default();
+        let mut complete = false;
         let mut de = serde_json::Deserializer::from_str(json);
-        match serde::de::DeserializeSeed::deserialize(HeadSeed { out: &mut head }, &mut de) {
+        match serde::de::DeserializeSeed::deserialize(HeadSeed { out: &mut head, complete: &mut complete }, &mut de) {
             Ok(()) => Some(head),
-            Err(e) if e.is_data() && e.to_string().starts_with(HEAD_COMPLETE) => Some(head),
+            Err(_) if complete => Some(head),
             Err(_) => None,
         }
     }
 }
 
-/// The message of the error that ends reading an object head early; not an error at all.
+/// The message of the error that ends reading an object head early; not an error at all (the seed
+/// sets `complete` before returning it).
 const HEAD_COMPLETE: &str = "kubestep: object head complete";
 
 struct HeadSeed<'s, 'a> {
     out: &'s mut ObjectHead<'a>,
+    complete: &'s mut bool,
 }
 
 impl<'de, 's> serde::de::DeserializeSeed<'de> for HeadSeed<'s, 'de> {
@@ -269,13 +310,13 @@ impl<'de, 's> serde::de::Visitor<'de> for HeadSeed<'s, 'de> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen_kind = false;
         let mut seen_metadata = false;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             match key.as_ref() {
                 "kind" => {
-                    self.out.kind = map.next_value()?;
+                    self.out.kind = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0);
                     seen_kind = true;
                 }
-                "apiVersion" => self.out.api_version = map.next_value()?,
+                "apiVersion" => self.out.api_version = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0),
                 "metadata" => {
                     self.out.metadata = map.next_value()?;
                     seen_metadata = true;
@@ -286,6 +327,7 @@ impl<'de, 's> serde::de::Visitor<'de> for HeadSeed<'s, 'de> {
                 }
             }
             if seen_kind && seen_metadata && self.out.kind.as_deref() != Some("Status") {
+                *self.complete = true;
                 return Err(serde::de::Error::custom(HEAD_COMPLETE));
             }
         }
@@ -296,6 +338,31 @@ impl<'de, 's> serde::de::Visitor<'de> for HeadSeed<'s, 'de> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strings_borrow_from_the_input_unless_they_hold_escapes() {
+        let json = r#"{"auditID":"a-1","verb":"get","userAgent":"say \"hi\"","sourceIPs":["10.0.0.1"],
+            "user":{"username":"alice","groups":["system:authenticated"]},"objectRef":{"name":"p","namespace":"n"}}"#;
+        let event: Event<'_> = serde_json::from_str(json).unwrap();
+        let borrowed = |c: &Option<Cow<'_, str>>| matches!(c, Some(Cow::Borrowed(_)));
+        assert!(borrowed(&event.audit_id) && borrowed(&event.verb));
+        assert_eq!(event.user_agent.as_deref(), Some("say \"hi\""));
+        assert!(matches!(event.user_agent, Some(Cow::Owned(_))), "an escaped string has to be unescaped");
+        assert!(matches!(event.source_ips.as_deref(), Some([Cow::Borrowed("10.0.0.1")])));
+        let user = event.user.unwrap();
+        assert!(borrowed(&user.username));
+        assert!(matches!(user.groups.as_deref(), Some([Cow::Borrowed("system:authenticated")])));
+        let object = event.object_ref.unwrap();
+        assert!(borrowed(&object.name) && borrowed(&object.namespace));
+        let head =
+            ObjectHead::parse(r#"{"kind":"Pod","metadata":{"name":"p","ownerReferences":[{"uid":"o"}]}}"#).unwrap();
+        assert!(borrowed(&head.kind));
+        let meta = head.metadata.unwrap();
+        assert!(borrowed(&meta.name));
+        assert!(borrowed(&meta.owner_references.unwrap()[0].uid));
+        let null: Event<'_> = serde_json::from_str(r#"{"verb":null,"sourceIPs":null}"#).unwrap();
+        assert!(null.verb.is_none() && null.source_ips.is_none());
+    }
 
     #[test]
     fn object_heads_stop_early_but_read_status_details() {

@@ -217,6 +217,10 @@ pub struct OperationBatchBuilder {
     rows: usize,
     bytes: usize,
     upper: [u8; 32],
+    /// The most bytes each large text column (in [`finish`](Self::finish)'s order) has needed in
+    /// one batch: the next batch starts with that much, so a builder that lives across a long run
+    /// stops reallocating (and touching fresh pages) after its largest batch.
+    text_high_water: [usize; 5],
 }
 
 impl Default for OperationBatchBuilder {
@@ -291,6 +295,7 @@ impl OperationBatchBuilder {
             rows: 0,
             bytes: 0,
             upper: [0; 32],
+            text_high_water: [0; 5],
         }
     }
 
@@ -375,19 +380,21 @@ impl OperationBatchBuilder {
 
     /// Builds the batch of everything appended so far and resets the builder.
     ///
-    /// The large text columns are re-created with the capacity the finished batch needed, so the
-    /// next batch of similar records is appended without a single buffer reallocation.
+    /// The large text columns are re-created with the most capacity any batch so far needed, so
+    /// the next batch of similar records is appended without a single buffer reallocation.
     pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
         let rows = self.rows;
-        let presized = |b: &mut StringBuilder| {
-            let capacity = b.values_slice().len() + b.values_slice().len() / 8;
-            std::mem::replace(b, StringBuilder::with_capacity(rows, capacity)).finish()
+        let high_water = &mut self.text_high_water;
+        let mut presized = |column: usize, b: &mut StringBuilder| {
+            let used = b.values_slice().len();
+            high_water[column] = high_water[column].max(used + used / 8);
+            std::mem::replace(b, StringBuilder::with_capacity(rows, high_water[column])).finish()
         };
-        let request_object = presized(&mut self.request_object);
-        let response_object = presized(&mut self.response_object);
-        let annotations = presized(&mut self.annotations);
-        let request_uri = presized(&mut self.request_uri);
-        let user_agent = presized(&mut self.user_agent);
+        let request_object = presized(0, &mut self.request_object);
+        let response_object = presized(1, &mut self.response_object);
+        let annotations = presized(2, &mut self.annotations);
+        let request_uri = presized(3, &mut self.request_uri);
+        let user_agent = presized(4, &mut self.user_agent);
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.audit_id.finish()),
             Arc::new(self.stage.finish()),

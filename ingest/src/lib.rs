@@ -36,4 +36,4 @@ pub mod wal;
 pub mod writer;
 
 pub use pipeline::{IngestConfig, IngestError, IngestStats, Ingestor, random_writer_id};
-pub use prepare::{PreparedBatch, prepare};
+pub use prepare::{LinePreparer, PreparedBatch, prepare};

@@ -42,6 +42,11 @@ pub struct IngestConfig {
     /// Remember only about this many of the most recent events for de-duplication (a long-running
     /// service); `None` remembers every event (an import).
     pub dedup_window: Option<usize>,
+    /// When a file cannot be written while committing (a full disk), keep its records buffered and
+    /// write them at a later flush: the service does, since its WAL holds them and the disk may
+    /// free up. Otherwise (an import) the commit returns the failure and the run stops, rather
+    /// than reading the rest of its input into memory.
+    pub retry_failed_writes: bool,
 }
 
 impl Default for IngestConfig {
@@ -54,6 +59,7 @@ impl Default for IngestConfig {
             max_bytes_per_file: 256 << 20,
             max_buffered_bytes: 512 << 20,
             dedup_window: None,
+            retry_failed_writes: false,
         }
     }
 }
@@ -178,6 +184,11 @@ impl Ingestor {
         }
     }
 
+    /// The settings this ingestor runs with (inputs prepared elsewhere must use its `normalize`).
+    pub fn config(&self) -> &IngestConfig {
+        &self.config
+    }
+
     /// What happened so far.
     pub fn stats(&self) -> &IngestStats {
         &self.stats
@@ -237,10 +248,12 @@ impl Ingestor {
     /// `session` (or to an automatic session when `None`), duplicates are counted and skipped.
     /// Batches must be committed in the order they were accepted.
     ///
-    /// The records stay buffered whatever happens to files: a partition that reaches its size and
-    /// cannot be written now (a full disk) is written by a later flush. An error means something
-    /// was not kept: the rejections could not be logged, or the stored keys could not be read (then
-    /// none of the batch's records was buffered).
+    /// The records stay buffered whatever happens to files: with
+    /// [`retry_failed_writes`](IngestConfig::retry_failed_writes), a partition that reaches its size
+    /// and cannot be written now (a full disk) is written by a later flush; without it, that failure
+    /// is returned (the records stay buffered for [`finish`](Self::finish) to try once more). Any
+    /// other error means something was not kept: the rejections could not be logged, or the stored
+    /// keys could not be read (then none of the batch's records was buffered).
     pub fn commit(&mut self, prepared: PreparedBatch, session: Option<&str>) -> Result<(), IngestError> {
         self.stats.events_read += prepared.events_read;
         for (stage, n) in prepared.dropped_by_stage {
@@ -281,10 +294,16 @@ impl Ingestor {
             if (partition.rows >= self.config.max_rows_per_file || partition.bytes >= self.config.max_bytes_per_file)
                 && let Err(e) = self.flush_partition(index)
             {
+                if !self.config.retry_failed_writes {
+                    return Err(e);
+                }
                 tracing::warn!(error = %e, "could not write a full partition yet; its records stay buffered");
             }
         }
         if let Err(e) = self.keep_within_budget() {
+            if !self.config.retry_failed_writes {
+                return Err(e);
+            }
             tracing::warn!(error = %e, "could not write partitions out early; their records stay buffered");
         }
         Ok(())

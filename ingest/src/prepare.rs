@@ -10,7 +10,7 @@ use datafusion::arrow::error::ArrowError;
 use kubestep_schemas::OperationBatchBuilder;
 use kubestep_schemas::audit::Event;
 
-use crate::decode::{EventSink, Location, decode};
+use crate::decode::{EventSink, Location, decode, decode_json_lines};
 use crate::dedup::record_key;
 use crate::normalize::{NormalizeConfig, Normalized, normalize};
 use crate::rejected::Rejection;
@@ -49,11 +49,35 @@ pub fn prepare(source: &str, bytes: &[u8], config: &NormalizeConfig) -> Result<P
     let mut sink =
         PrepareSink { source, config, builder: OperationBatchBuilder::new(), prepared: PreparedBatch::default() };
     decode(bytes, &mut sink);
-    let PrepareSink { mut builder, mut prepared, .. } = sink;
-    if !builder.is_empty() {
-        prepared.records = Some(builder.finish()?);
+    sink.finish()
+}
+
+/// Prepares block after block of JSON-lines input with one Arrow builder, which keeps the
+/// capacity its largest block needed: an import prepares a file's blocks on every core at once,
+/// one `LinePreparer` per thread, and commits them in order.
+pub struct LinePreparer {
+    config: NormalizeConfig,
+    builder: OperationBatchBuilder,
+}
+
+impl LinePreparer {
+    /// A preparer normalizing with `config`.
+    pub fn new(config: NormalizeConfig) -> Self {
+        Self { config, builder: OperationBatchBuilder::new() }
     }
-    Ok(prepared)
+
+    /// Like [`prepare`] for a block of whole lines of a JSON-lines input that has `lines_before`
+    /// lines before the block, so that rejections carry the input's own line numbers.
+    pub fn prepare(&mut self, source: &str, block: &[u8], lines_before: usize) -> Result<PreparedBatch, ArrowError> {
+        let builder = std::mem::take(&mut self.builder);
+        let mut sink = PrepareSink { source, config: &self.config, builder, prepared: PreparedBatch::default() };
+        decode_json_lines(block, lines_before, &mut sink);
+        let PrepareSink { mut builder, mut prepared, .. } = sink;
+        let records = if builder.is_empty() { Ok(None) } else { builder.finish().map(Some) };
+        self.builder = builder;
+        prepared.records = records?;
+        Ok(prepared)
+    }
 }
 
 struct PrepareSink<'s, 'c> {
@@ -64,6 +88,14 @@ struct PrepareSink<'s, 'c> {
 }
 
 impl PrepareSink<'_, '_> {
+    fn finish(self) -> Result<PreparedBatch, ArrowError> {
+        let PrepareSink { mut builder, mut prepared, .. } = self;
+        if !builder.is_empty() {
+            prepared.records = Some(builder.finish()?);
+        }
+        Ok(prepared)
+    }
+
     fn reject(&mut self, location: Location, reason: String, raw: &[u8]) {
         let rejection = Rejection { source: self.source.to_owned(), location: Some(location), reason };
         self.prepared.rejections.push((rejection, raw.to_vec()));

@@ -258,6 +258,8 @@ fn start_storage(
         max_buffered_bytes: config.flush.max_bytes.saturating_mul(4),
         // The WAL is replayed against every stored key; the window applies from then on.
         dedup_window: None,
+        // The WAL holds what a full disk keeps out of files; later flushes write it.
+        retry_failed_writes: true,
     };
     let mut ingestor = Ingestor::new(layout.root(), &writer_id, ingest_config);
     let mut failure = None;

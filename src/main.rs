@@ -72,6 +72,8 @@ enum Command {
     Analyze(commands::analyze::AnalyzeArgs),
     /// Run SQL over the recording (table `operations` and the views of docs/QUERIES.md).
     Sql(commands::sql::SqlArgs),
+    /// A session as one self-contained HTML page: timeline per actor, findings, chains, diffs.
+    Report(commands::report::ReportArgs),
     /// Run the audit webhook backend: accept the API server's event batches and record them.
     Serve(commands::serve::ServeArgs),
     /// Start, stop or list named sessions on a running `kubestep serve`.
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Import(args) => commands::import::run(args),
         Command::Sql(args) => commands::sql::run(args),
+        Command::Report(args) => commands::report::run(args),
         Command::Sessions(args) => commands::sessions::run(args),
         Command::Replay(args) => commands::replay::run(args),
         Command::Analyze(args) => commands::analyze::run(args),

@@ -4,34 +4,9 @@
 mod common;
 #[path = "common/server.rs"]
 mod server;
-
-use std::path::Path;
-
 use common::*;
 use serde_json::Value;
 use server::TestServer;
-
-fn simulate(dir: &Path, scenario: &str, seed: &str) -> (std::path::PathBuf, Value) {
-    let out = dir.join(format!("{scenario}.log"));
-    let truth = dir.join(format!("{scenario}.truth.json"));
-    let output = kubestep(
-        &[
-            "simulate",
-            "--scenario",
-            scenario,
-            "--seed",
-            seed,
-            "--out",
-            &out.display().to_string(),
-            "--truth",
-            &truth.display().to_string(),
-        ],
-        None,
-    );
-    assert!(output.status.success(), "{:?}", text(&output));
-    let truth: Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
-    (out, truth)
-}
 
 fn is_micro_time(v: &Value) -> bool {
     let s = v.as_str().unwrap_or("");
@@ -41,7 +16,7 @@ fn is_micro_time(v: &Value) -> bool {
 #[test]
 fn simulated_events_pass_the_conformance_checks_of_real_ones() {
     let tmp = tempfile::tempdir().unwrap();
-    let (log, truth) = simulate(tmp.path(), "mixed", "3");
+    let (log, truth) = simulate(tmp.path(), "mixed", "3", &[]);
     let text = std::fs::read_to_string(&log).unwrap();
     let mut levels = std::collections::BTreeMap::new();
     for (n, line) in text.lines().enumerate() {
@@ -91,7 +66,7 @@ fn simulated_events_pass_the_conformance_checks_of_real_ones() {
 fn the_ground_truth_is_what_analyze_finds() {
     let tmp = tempfile::tempdir().unwrap();
     for scenario in ["rollout", "operator", "hot-loop", "fight", "conflicts", "slow", "mixed"] {
-        let (log, truth) = simulate(tmp.path(), scenario, "5");
+        let (log, truth) = simulate(tmp.path(), scenario, "5", &[]);
         let data = tmp.path().join(format!("data-{scenario}"));
         let output = import(&data, &[&log], &["-q", "--session", scenario]);
         assert!(output.status.success(), "{scenario}: {:?}", text(&output));
@@ -185,7 +160,7 @@ fn objects(list: &Value, actor_key: &str) -> std::collections::BTreeSet<(String,
 fn hot_loops_fights_and_conflict_storms_match_the_ground_truth() {
     let tmp = tempfile::tempdir().unwrap();
     for scenario in ["hot-loop", "fight", "conflicts", "mixed"] {
-        let (log, truth) = simulate(tmp.path(), scenario, "11");
+        let (log, truth) = simulate(tmp.path(), scenario, "11", &[]);
         let data = tmp.path().join(format!("behaviour-{scenario}"));
         assert!(import(&data, &[&log], &["-q", "--session", "s"]).status.success());
         let output = kubestep(&["analyze", "s", "-d", &data.display().to_string(), "--format", "json"], None);
@@ -243,7 +218,7 @@ fn hot_loops_fights_and_conflict_storms_match_the_ground_truth() {
 fn causality_chains_contain_the_scenarios_chains() {
     let tmp = tempfile::tempdir().unwrap();
     for scenario in ["rollout", "operator"] {
-        let (log, truth) = simulate(tmp.path(), scenario, "21");
+        let (log, truth) = simulate(tmp.path(), scenario, "21", &[]);
         let data = tmp.path().join(format!("causality-{scenario}"));
         assert!(import(&data, &[&log], &["-q", "--session", "s"]).status.success());
         let d = data.display().to_string();
@@ -288,7 +263,7 @@ fn causality_chains_contain_the_scenarios_chains() {
 #[test]
 fn the_behaviour_views_answer_plain_sql() {
     let tmp = tempfile::tempdir().unwrap();
-    let (log, truth) = simulate(tmp.path(), "mixed", "4");
+    let (log, truth) = simulate(tmp.path(), "mixed", "4", &[]);
     let data = tmp.path().join("views");
     assert!(import(&data, &[&log], &["-q", "--session", "v"]).status.success());
     let hot = rows(&data, "SELECT actor_id, kind, namespace, name FROM hot_loops WHERE session_id = 'v' ORDER BY name");

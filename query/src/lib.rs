@@ -12,7 +12,9 @@
 //! - [`diff`]: what a write changed in its object, as field paths;
 //! - [`analyze`]: slow operations and errors (SQL) and loops ([`loops`], one streaming pass);
 //! - [`behaviour`]: hot loops, fights, conflict storms and error requeue loops;
-//! - [`causality`]: reconcile episodes, causality edges between writes, and chains.
+//! - [`causality`]: reconcile episodes, causality edges between writes, and chains;
+//! - [`report`]: everything the timeline page of a session shows (lanes, marks, density, diffs,
+//!   findings), as one value the binary renders.
 //!
 //! Report types derive `serde::Serialize`; which format to print is the binary's business.
 
@@ -23,6 +25,7 @@ pub mod context;
 pub mod diff;
 pub mod loops;
 pub mod replay;
+pub mod report;
 pub mod sessions;
 mod values;
 pub mod views;

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod import;
 pub mod recording;
 pub mod replay;
+pub mod report;
 pub mod serve;
 pub mod session;
 pub mod sessions;

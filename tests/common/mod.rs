@@ -126,3 +126,17 @@ pub fn count(data: &Path, sql: &str) -> u64 {
 pub fn text(output: &Output) -> (String, String) {
     (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
+
+/// Runs `kubestep simulate --scenario SCENARIO --seed SEED EXTRA...` into `dir`; returns the log
+/// and the scenario's ground truth (`--truth`).
+pub fn simulate(dir: &Path, scenario: &str, seed: &str, extra: &[&str]) -> (PathBuf, serde_json::Value) {
+    let out = dir.join(format!("{scenario}.log"));
+    let truth = dir.join(format!("{scenario}.truth.json"));
+    let (out_arg, truth_arg) = (out.display().to_string(), truth.display().to_string());
+    let mut args = vec!["simulate", "--scenario", scenario, "--seed", seed, "--out", &out_arg, "--truth", &truth_arg];
+    args.extend_from_slice(extra);
+    let output = kubestep(&args, None);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let truth = std::fs::read_to_string(&truth).unwrap_or_else(|e| panic!("reading {}: {e}", truth.display()));
+    (out, serde_json::from_str(&truth).expect("the truth is JSON"))
+}

@@ -1,0 +1,126 @@
+//! `kubestep report SESSION`: the session as one self-contained HTML page (timeline, findings,
+//! chains, diffs) that opens from disk with no network.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use kubestep_query::context::ensure_session;
+use kubestep_query::report::{ReportOptions, SessionReport, session_report};
+
+use crate::{DataDir, block_on, open};
+
+const PAGE_CSS: &str = include_str!("../report/page.css");
+const PAGE_JS: &str = include_str!("../report/page.js");
+
+/// No request may leave the page: scripts and styles only inline, nothing else from anywhere.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:";
+
+/// Arguments of `kubestep report`.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// The session.
+    #[arg(value_name = "SESSION")]
+    session: String,
+    #[command(flatten)]
+    data: DataDir,
+    /// Where to write the page.
+    #[arg(short, long, value_name = "FILE", default_value = "report.html")]
+    output: PathBuf,
+    /// At most this many operations are drawn one by one (beyond it: writes and failures, and
+    /// counts per time bucket for the rest).
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    max_marks: usize,
+}
+
+/// Builds the report and writes the page.
+pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let options = ReportOptions { max_marks: args.max_marks.max(1), ..ReportOptions::default() };
+    let report = block_on(async {
+        let ctx = open(&args.data).await?;
+        ensure_session(&ctx, &args.data.data, &args.session).await?;
+        Ok(session_report(&ctx, &args.session, &options).await?)
+    })?;
+    let page = render_html(&report)?;
+    write_atomically(&args.output, page.as_bytes())?;
+    println!(
+        "wrote {} ({} bytes): session {}, {} operations, {} actors, {} drawn one by one",
+        args.output.display(),
+        page.len(),
+        report.session_id,
+        report.total_operations,
+        report.lanes.len(),
+        report.marks.index.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The page: markup, the inlined style and script, and the report as JSON in a data block.
+pub(crate) fn render_html(report: &SessionReport) -> anyhow::Result<String> {
+    // `<` never appears raw in the data block, so no string in it can close the script element.
+    let data = serde_json::to_string(report).context("encoding the report")?.replace('<', "\\u003c");
+    let title = escape(&format!("KubeStep: session {}", report.session_id));
+    let summary = escape(&format!(
+        "{} operations by {} actors from {} over {:.1} s{}",
+        report.total_operations,
+        report.lanes.len(),
+        report.first_at,
+        report.span_us as f64 / 1e6,
+        if report.marks_complete {
+            String::new()
+        } else {
+            "; reads that succeeded are shown as counts, writes as an even sample".to_owned()
+        }
+    ));
+    Ok(format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+{PAGE_CSS}</style>
+</head>
+<body>
+<header><h1>{title}</h1><div class="summary">{summary}</div></header>
+<main>
+<div class="toolbar">
+  <button id="reset" type="button">Whole session</button>
+  <span class="muted">wheel: zoom, drag: pan, click: details</span>
+  <span class="legend"><span><i style="background:#1b7f3a"></i>create</span><span><i style="background:#2e6bd6"></i>update</span><span><i style="background:#7b4fd6"></i>patch</span><span><i style="background:#d1452b"></i>delete</span><span><i style="background:#9aa5b1"></i>get/list/watch</span><span><i style="border:2px solid #c62828"></i>failed</span></span>
+</div>
+<div id="timeline"><div id="labels"></div><div id="plot"><canvas id="marks"></canvas><svg id="overlay" xmlns="http://www.w3.org/2000/svg"></svg></div></div>
+<div id="axis"></div>
+<div class="columns">
+<section><h2>Findings</h2><ul id="findings" class="findings"></ul></section>
+<section><h2>Selected operation</h2><div id="details"><p class="muted">Click an operation on the timeline.</p></div></section>
+<section><h2>Slowest calls</h2><table class="list"><tbody id="slow"></tbody></table></section>
+<section><h2>Errors by status and reason</h2><table class="list"><tbody id="errors"></tbody></table></section>
+</div>
+</main>
+<script id="report-data" type="application/json">{data}</script>
+<script>
+{PAGE_JS}</script>
+</body>
+</html>
+"#
+    ))
+}
+
+/// Text safe inside HTML elements and attribute values.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory, so that a reader never
+/// sees half a page.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().with_context(|| format!("{} names no file", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}

@@ -327,3 +327,55 @@ fn tls_handshakes_beyond_the_limit_are_closed_at_once() {
     assert_eq!(post_batch(&agent, &server.base, "after-flood", None), 200);
     drop(silent);
 }
+
+/// `GET url`, with a bearer token when given; the status and the body.
+fn get_with(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = agent().get(url);
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    match request.call() {
+        Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+#[test]
+fn the_ui_shows_live_sessions_read_only_behind_the_same_authentication() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = write(tmp.path(), "tokens", "t0ken\n");
+    let data = tmp.path().join("data");
+    let server =
+        TestServer::start(&data, &["--token-file", &tokens.display().to_string(), "--flush-interval", "200ms"]);
+    let ui = format!("{}/ui/", server.base);
+    assert_eq!(get_with(&ui, None).0, 401, "no token, no pages");
+    assert_eq!(get_with(&ui, Some("wrong")).0, 401);
+    let (status, empty) = get_with(&ui, Some("t0ken"));
+    assert_eq!(status, 200, "{empty}");
+    assert!(empty.contains("nothing recorded yet"), "{empty}");
+
+    let events: Vec<String> = (0..20).map(|n| synthetic_event(&format!("ui-{n}"), n * 10)).collect();
+    let mut request = agent().post(&format!("{}/audit", server.base));
+    request = request.header("Authorization", "Bearer t0ken");
+    assert_eq!(request.send(&event_list(&events)[..]).map(|r| r.status().as_u16()).unwrap_or(0), 200);
+
+    // The page lists the session once its first file lands.
+    let mut listing = String::new();
+    for _ in 0..100 {
+        listing = get_with(&ui, Some("t0ken")).1;
+        if listing.contains("/ui/auto-") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let start = listing.find("/ui/auto-").unwrap_or_else(|| panic!("no session listed: {listing}"));
+    let session: String = listing[start + 4..].chars().take_while(|c| *c != '"').collect();
+    let (status, page) = get_with(&format!("{ui}{session}"), Some("t0ken"));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("id=\"report-data\"") && page.contains("\"actor_id\":\"ns/ctl\""), "{page}");
+    assert!(page.contains("http-equiv=\"refresh\""), "a live page reloads itself");
+    assert!(page.contains("default-src 'none'"), "and fetches nothing");
+    assert_eq!(get_with(&format!("{ui}no-such-session"), Some("t0ken")).0, 404);
+    let posted = agent().post(&format!("{ui}{session}")).header("Authorization", "Bearer t0ken").send(&b""[..]);
+    assert_eq!(posted.map(|r| r.status().as_u16()).unwrap_or(0), 405, "the pages are read-only");
+}

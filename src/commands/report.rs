@@ -3,10 +3,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use kubestep_query::QueryError;
 use kubestep_query::context::ensure_session;
 use kubestep_query::report::{ReportOptions, SessionReport, session_report};
+use tracing::Instrument;
 
 use crate::{DataDir, block_on, open};
 
@@ -42,7 +48,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         ensure_session(&ctx, &args.data.data, &args.session).await?;
         Ok(session_report(&ctx, &args.session, &options).await?)
     })?;
-    let page = render_html(&report)?;
+    let page = render_html(&report, None)?;
     write_atomically(&args.output, page.as_bytes())?;
     println!(
         "wrote {} ({} bytes): session {}, {} operations, {} actors, {} drawn one by one",
@@ -56,8 +62,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The page: markup, the inlined style and script, and the report as JSON in a data block.
-pub(crate) fn render_html(report: &SessionReport) -> anyhow::Result<String> {
+/// The page: markup, the inlined style and script, and the report as JSON in a data block. With
+/// `refresh`, the browser loads the page again after that many seconds (a live session).
+pub(crate) fn render_html(report: &SessionReport, refresh: Option<u32>) -> anyhow::Result<String> {
     // `<` never appears raw in the data block, so no string in it can close the script element.
     let data = serde_json::to_string(report).context("encoding the report")?.replace('<', "\\u003c");
     let title = escape(&format!("KubeStep: session {}", report.session_id));
@@ -73,13 +80,14 @@ pub(crate) fn render_html(report: &SessionReport) -> anyhow::Result<String> {
             "; reads that succeeded are shown as counts, writes as an even sample".to_owned()
         }
     ));
+    let refresh = refresh_meta(refresh);
     Ok(format!(
         r#"<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1">{refresh}
 <title>{title}</title>
 <style>
 {PAGE_CSS}</style>
@@ -123,4 +131,80 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+fn refresh_meta(seconds: Option<u32>) -> String {
+    seconds.map(|s| format!("\n<meta http-equiv=\"refresh\" content=\"{s}\">")).unwrap_or_default()
+}
+
+/// Live pages reload this often, so a session being recorded shows the files that landed since.
+const LIVE_REFRESH_SECONDS: u32 = 15;
+
+/// The read-only pages `kubestep serve` offers under `/ui` (behind its authentication): the list of
+/// sessions, and each session's report, built from the files on disk at every request.
+pub(crate) fn ui_router(data: PathBuf) -> axum::Router {
+    axum::Router::new()
+        .route("/", axum::routing::get(ui_sessions))
+        .route("/{session}", axum::routing::get(ui_session))
+        .with_state(Arc::new(data))
+}
+
+async fn ui_sessions(State(data): State<Arc<PathBuf>>) -> Response {
+    let listed = async {
+        let ctx = kubestep_query::open_recording(&data).await?;
+        kubestep_query::sessions::sessions(&ctx).await
+    };
+    let rows = match listed.instrument(tracing::info_span!("ui_sessions")).await {
+        Ok(sessions) => sessions
+            .iter()
+            .map(|s| {
+                format!(
+                    "<tr><td><a href=\"/ui/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&s.first_at),
+                    escape(&s.last_at),
+                    s.operations,
+                    s.actors,
+                    s.errors,
+                    id = escape(&s.session_id)
+                )
+            })
+            .collect::<String>(),
+        Err(QueryError::NoRecording { .. }) => "<tr><td colspan=\"6\">nothing recorded yet</td></tr>".to_owned(),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("reading the recording: {e}\n")).into_response(),
+    };
+    Html(format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CONTENT_SECURITY_POLICY}">{refresh}
+<title>KubeStep sessions</title><style>
+{PAGE_CSS}</style></head>
+<body><header><h1>KubeStep sessions</h1><div class="summary">{}</div></header>
+<main><table class="list" id="sessions"><tr><th>session</th><th>first</th><th>last</th><th>operations</th><th>actors</th><th>errors</th></tr>
+{rows}</table></main></body></html>
+"#,
+        escape(&data.display().to_string()),
+        refresh = refresh_meta(Some(LIVE_REFRESH_SECONDS)),
+    ))
+    .into_response()
+}
+
+async fn ui_session(
+    State(data): State<Arc<PathBuf>>,
+    axum::extract::Path(session): axum::extract::Path<String>,
+) -> Response {
+    let built = async {
+        let ctx = kubestep_query::open_recording(&data).await?;
+        ensure_session(&ctx, &data, &session).await?;
+        session_report(&ctx, &session, &ReportOptions::default()).await
+    };
+    match built.instrument(tracing::info_span!("ui_session", session = %session)).await {
+        Ok(report) => match render_html(&report, Some(LIVE_REFRESH_SECONDS)) {
+            Ok(page) => Html(page).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+        },
+        Err(e @ (QueryError::UnknownSession { .. } | QueryError::NoRecording { .. })) => {
+            (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("building the report: {e}\n")).into_response(),
+    }
 }

@@ -1,5 +1,6 @@
 //! `kubestep serve`: the audit webhook backend.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,10 +138,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let data = config.data.clone();
         let shutdown = shutdown_signal()?;
-        let server = Server::bind(config).await?;
+        let server = Server::bind(config).await?.with_ui(super::report::ui_router(data.clone()));
         let addr = server.local_addr()?;
         let scheme = if server.is_tls() { "https" } else { "http" };
-        println!("kubestep: listening on {scheme}://{addr}/audit, recording into {}", data.display());
+        // One line, and a closed standard output (a supervisor that read it and went away) must not
+        // stop the service: the write's failure is ignored.
+        let mut stdout = std::io::stdout();
+        let _ = writeln!(
+            stdout,
+            "kubestep: listening on {scheme}://{addr}/audit, recording into {}, sessions at {scheme}://{addr}/ui/",
+            data.display()
+        );
+        let _ = stdout.flush();
         tracing::info!(%addr, data = %data.display(), "listening");
         server.run(shutdown).await?;
         Ok(ExitCode::SUCCESS)

@@ -51,14 +51,23 @@ pub(super) struct Shared {
     pub(super) shutting_down: AtomicBool,
 }
 
-/// The service's routes. Everything that stores or changes something is behind `credentials`;
-/// probes and metrics are not.
-pub fn router(state: AppState, credentials: Arc<Credentials>, metrics: Arc<Metrics>) -> axum::Router {
-    let protected = axum::Router::new()
+/// The service's routes. Everything that stores or changes something, and the read-only pages
+/// under `/ui` (when the binary provides them), is behind `credentials`; probes and metrics are not.
+pub fn router(
+    state: AppState,
+    credentials: Arc<Credentials>,
+    metrics: Arc<Metrics>,
+    ui: Option<axum::Router>,
+) -> axum::Router {
+    let mut protected = axum::Router::new()
         .route("/audit", post(post_audit))
         .route("/sessions", get(list_sessions).post(start_session))
-        .route("/sessions/{name}/stop", post(stop_session))
-        .route_layer(axum::middleware::from_fn_with_state((credentials, metrics), require_credentials));
+        .route("/sessions/{name}/stop", post(stop_session));
+    if let Some(ui) = ui {
+        protected = protected.nest_service("/ui", ui);
+    }
+    let protected =
+        protected.route_layer(axum::middleware::from_fn_with_state((credentials, metrics), require_credentials));
     axum::Router::new()
         .merge(protected)
         .route("/healthz", get(|| async { "ok\n" }))

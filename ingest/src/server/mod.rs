@@ -120,6 +120,7 @@ pub struct Server {
     credentials: Arc<auth::Credentials>,
     state: http::AppState,
     limits: connections::ConnectionLimits,
+    ui: Option<axum::Router>,
 }
 
 /// What start-up recovery did, for the log and for tests.
@@ -191,12 +192,19 @@ impl Server {
                 shutting_down: AtomicBool::new(false),
             }),
         };
-        Ok(Self { listener, tls, credentials, state, limits: config.connections })
+        Ok(Self { listener, tls, credentials, state, limits: config.connections, ui: None })
     }
 
     /// Whether the service speaks HTTPS.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Serves `ui` under `/ui`, behind the same authentication as the webhook. The pages come
+    /// from the binary: this crate does not read recordings back (the query crate does).
+    pub fn with_ui(mut self, ui: axum::Router) -> Self {
+        self.ui = Some(ui);
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -209,7 +217,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let state = self.state.clone();
         let metrics = state.inner.metrics.clone();
-        let router = http::router(self.state, self.credentials, metrics.clone());
+        let router = http::router(self.state, self.credentials, metrics.clone(), self.ui);
         let limits = self.limits;
         let shutdown = async move {
             shutdown.await;

@@ -198,3 +198,44 @@ fn the_report_draws_lanes_fight_chain_and_diff_in_chromium_without_network() {
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "a real screenshot ({} bytes)", png.len());
 }
+
+/// The JSON data block of a report page.
+fn report_data(html: &str) -> serde_json::Value {
+    let open = "<script id=\"report-data\" type=\"application/json\">";
+    let start = html.find(open).expect("a data block") + open.len();
+    let end = start + html[start..].find("</script>").expect("the end of the data block");
+    serde_json::from_str(&html[start..end]).expect("the data block is JSON")
+}
+
+#[test]
+fn a_session_beyond_the_mark_limit_is_sampled_evenly_over_its_whole_span() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (log, _) = simulate(dir.path(), "mixed", "12", &["--events", "3000"]);
+    let data = dir.path().join("data");
+    assert!(import(&data, &[&log], &["--quiet"]).status.success());
+    let session = rows(&data, "SELECT DISTINCT session_id FROM operations")[0][0].clone();
+    let page = dir.path().join("small.html");
+    let args = ["report", &session, "-d", &data.display().to_string(), "-o", &page.display().to_string()];
+    let made = kubestep(&[&args[..], &["--max-marks", "200"]].concat(), None);
+    assert!(made.status.success(), "{:?}", text(&made));
+    let report = report_data(&std::fs::read_to_string(&page).expect("page"));
+    assert_eq!(report["marks_complete"], false);
+    let marks = &report["marks"];
+    let n = marks["index"].as_array().expect("indexes").len();
+    assert!((100..=200).contains(&n), "{n} marks for a limit of 200");
+    let last = marks["t"].as_array().expect("times").iter().filter_map(|t| t.as_i64()).max().unwrap_or(0);
+    let span = report["span_us"].as_i64().expect("span");
+    assert!(last > span * 8 / 10, "the marks reach the end of the session: last at {last} of {span}");
+    let texts = report["texts"].as_array().expect("texts");
+    let verbs: BTreeSet<&str> = marks["verb"]
+        .as_array()
+        .expect("verbs")
+        .iter()
+        .filter_map(|v| texts[v.as_u64().unwrap() as usize].as_str())
+        .collect();
+    let failures = marks["status"].as_array().expect("statuses").iter().filter(|s| s.as_i64() >= Some(400)).count();
+    assert!(verbs.contains("update") && failures > 0, "both writes and failures are sampled: {verbs:?}, {failures}");
+    // Every lane still shows all its activity, as counts.
+    let counted: u64 = report["density"].as_array().expect("density").iter().map(|d| d[2].as_u64().unwrap()).sum();
+    assert_eq!(counted, report["total_operations"].as_u64().unwrap());
+}

@@ -273,17 +273,29 @@ impl Ingestor {
     }
 
     fn buffer(&mut self, records: &RecordBatch, keys: &[u128], session: Option<&str>) -> Result<(), IngestError> {
-        let routes = self.route(records, keys, session)?;
+        let (routes, inserted) = self.route(records, keys, session)?;
         let row_bytes = records.get_array_memory_size() / records.num_rows().max(1);
         let whole = routes.len() == 1 && routes[0].1.len() == records.num_rows();
         let mut batches = Vec::with_capacity(routes.len());
         for (index, rows) in routes {
             let batch = match whole {
                 true => records.clone(),
-                false => take_record_batch(records, &UInt32Array::from(rows)).map_err(WriteError::Sort)?,
+                false => match take_record_batch(records, &UInt32Array::from(rows)) {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        // Nothing of the batch is buffered, so none of its keys may stay remembered.
+                        for key in inserted {
+                            self.dedup.forget(key);
+                        }
+                        return Err(WriteError::Sort(e).into());
+                    }
+                },
             };
             batches.push((index, batch));
         }
+        // Every record is buffered before any file is written: a write that fails leaves them all
+        // buffered, for a later flush (the service) or for `finish` (an import that stops).
+        let mut full = Vec::new();
         for (index, batch) in batches {
             let partition = &mut self.partitions[index];
             partition.rows += batch.num_rows();
@@ -291,9 +303,12 @@ impl Ingestor {
             self.buffered += batch.num_rows() * row_bytes;
             self.stats.records_accepted += batch.num_rows() as u64;
             partition.batches.push(batch);
-            if (partition.rows >= self.config.max_rows_per_file || partition.bytes >= self.config.max_bytes_per_file)
-                && let Err(e) = self.flush_partition(index)
-            {
+            if partition.rows >= self.config.max_rows_per_file || partition.bytes >= self.config.max_bytes_per_file {
+                full.push(index);
+            }
+        }
+        for index in full {
+            if let Err(e) = self.flush_partition(index) {
                 if !self.config.retry_failed_writes {
                     return Err(e);
                 }
@@ -328,14 +343,15 @@ impl Ingestor {
         self.dedup.set_window(window);
     }
 
-    /// The partition each new row of `records` goes to. Either every new key is remembered or, on
-    /// failure, none is.
+    /// The partition each new row of `records` goes to, and the keys newly remembered (for taking
+    /// back if the rows cannot be buffered). Either every new key is remembered or, on failure,
+    /// none is.
     fn route(
         &mut self,
         records: &RecordBatch,
         keys: &[u128],
         session: Option<&str>,
-    ) -> Result<Vec<(usize, Vec<u32>)>, IngestError> {
+    ) -> Result<(Routes, Vec<u128>), IngestError> {
         let schema = records.schema();
         let column = |name: &str| {
             schema.index_of(name).ok().and_then(|i| records.column(i).as_primitive_opt::<TimestampMicrosecondType>())
@@ -373,7 +389,7 @@ impl Ingestor {
                 None => routes.push((index, vec![row as u32])),
             }
         }
-        Ok(routes)
+        Ok((routes, inserted))
     }
 
     /// Writes out every buffered record and forgets the partitions, so that a long-running writer
@@ -504,6 +520,9 @@ impl Ingestor {
     }
 }
 
+/// Rows of a batch by partition: `(partition index, row numbers)`.
+type Routes = Vec<(usize, Vec<u32>)>;
+
 /// The partition of `(session, date)`, created if new. `last` remembers the previous answer, which
 /// is nearly always the next one too.
 fn partition_index(partitions: &mut Vec<Partition>, last: &mut Option<usize>, session: &str, date: String) -> usize {
@@ -554,5 +573,37 @@ impl EventSink for Sink<'_, '_, '_> {
 
     fn on_progress(&mut self, consumed: usize) {
         (self.progress)(consumed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prepare::prepare;
+
+    fn event(id: &str, time: &str) -> String {
+        format!(
+            r#"{{"auditID":"{id}","stage":"ResponseComplete","verb":"get","requestReceivedTimestamp":"{time}","stageTimestamp":"{time}"}}"#
+        )
+    }
+
+    #[test]
+    fn a_failed_write_keeps_every_row_of_the_batch_buffered_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").expect("file");
+        // Two sessions (two hours apart), each full at once; the recording would live under a file,
+        // so the first partition written fails.
+        let config = IngestConfig { max_rows_per_file: 2, ..IngestConfig::default() };
+        let mut ingestor = Ingestor::new(&file.join("data"), "t", config);
+        let lines: Vec<String> = ["10:00:00", "10:00:01", "12:00:00", "12:00:01"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| event(&format!("e{i}"), &format!("2024-05-01T{t}.000000Z")))
+            .collect();
+        let prepared = prepare("test", lines.join("\n").as_bytes(), &NormalizeConfig::default()).expect("prepare");
+        assert!(ingestor.commit(prepared, None).is_err(), "the write fails");
+        assert_eq!(ingestor.stats().records_accepted, 4, "every row is counted");
+        assert_eq!(ingestor.buffered_records(), 4, "and every row is still buffered for a later try");
     }
 }

@@ -23,8 +23,8 @@ const MARKS_SQL: &str = include_str!("../sql/report_marks.sql");
 /// How much of a session the report carries.
 #[derive(Debug, Clone)]
 pub struct ReportOptions {
-    /// At most this many operations are drawn one by one; a larger session keeps its failures and
-    /// an even sample of its writes (up to this many) and shows the rest as counts per bucket.
+    /// At most this many operations are drawn one by one; a larger session keeps an even sample of
+    /// its failures and of its writes (up to this many) and shows the rest as counts per bucket.
     pub max_marks: usize,
     /// The session's span is cut into this many buckets for the density bars.
     pub buckets: usize,
@@ -190,15 +190,23 @@ pub async fn session_report(
     }
 
     let marks_complete = total_operations as usize <= options.max_marks;
-    // Past the limit: every failure, and one write in `stride` so the marks cover the whole span.
+    // Past the limit: failures get up to half the room (one in `error_stride`), writes the rest
+    // (one in `write_stride`), each sampled evenly over the session.
     let (writes_total, errors_total) = lanes.iter().fold((0u64, 0u64), |(w, e), l| (w + l.writes, e + l.errors));
-    let room = (options.max_marks as u64).saturating_sub(errors_total).max(1);
-    let stride = writes_total.div_ceil(room).max(1) as i64;
+    let max_marks = options.max_marks.max(2) as u64;
+    let error_stride = errors_total.div_ceil(max_marks / 2).max(1);
+    let room = max_marks.saturating_sub(errors_total.div_ceil(error_stride)).max(1);
+    let write_stride = writes_total.div_ceil(room).max(1);
     let marks_sql = format!("{MARKS_SQL}\nLIMIT {}", options.max_marks);
     let mut texts = Texts::new();
     let mut marks = Marks::default();
     let mut writes = HashSet::new();
-    let params = vec![id.clone(), ScalarValue::from(marks_complete), ScalarValue::from(stride)];
+    let params = vec![
+        id.clone(),
+        ScalarValue::from(marks_complete),
+        ScalarValue::from(write_stride as i64),
+        ScalarValue::from(error_stride as i64),
+    ];
     for batch in collect(ctx, &marks_sql, params).await? {
         let index = Ints::of(&batch, "index")?;
         let received = Micros::of(&batch, "received_at")?;

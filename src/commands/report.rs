@@ -143,15 +143,24 @@ const LIVE_REFRESH_SECONDS: u32 = 15;
 /// The read-only pages `kubestep serve` offers under `/ui` (behind its authentication): the list of
 /// sessions, and each session's report, built from the files on disk at every request.
 pub(crate) fn ui_router(data: PathBuf) -> axum::Router {
+    let state = Arc::new(UiState { data, building: tokio::sync::Semaphore::new(1) });
     axum::Router::new()
         .route("/", axum::routing::get(ui_sessions))
         .route("/{session}", axum::routing::get(ui_session))
-        .with_state(Arc::new(data))
+        .with_state(state)
 }
 
-async fn ui_sessions(State(data): State<Arc<PathBuf>>) -> Response {
+/// What the `/ui` pages read, and the one report built at a time: a report is a full analysis,
+/// and the service's first job is acknowledging the webhook.
+struct UiState {
+    data: PathBuf,
+    building: tokio::sync::Semaphore,
+}
+
+async fn ui_sessions(State(ui): State<Arc<UiState>>) -> Response {
+    let data = &ui.data;
     let listed = async {
-        let ctx = kubestep_query::open_recording(&data).await?;
+        let ctx = kubestep_query::open_recording(data).await?;
         kubestep_query::sessions::sessions(&ctx).await
     };
     let rows = match listed.instrument(tracing::info_span!("ui_sessions")).await {
@@ -189,12 +198,16 @@ async fn ui_sessions(State(data): State<Arc<PathBuf>>) -> Response {
 }
 
 async fn ui_session(
-    State(data): State<Arc<PathBuf>>,
+    State(ui): State<Arc<UiState>>,
     axum::extract::Path(session): axum::extract::Path<String>,
 ) -> Response {
+    let Ok(_permit) = ui.building.acquire().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
+    let data = &ui.data;
     let built = async {
-        let ctx = kubestep_query::open_recording(&data).await?;
-        ensure_session(&ctx, &data, &session).await?;
+        let ctx = kubestep_query::open_recording(data).await?;
+        ensure_session(&ctx, data, &session).await?;
         session_report(&ctx, &session, &ReportOptions::default()).await
     };
     match built.instrument(tracing::info_span!("ui_session", session = %session)).await {

@@ -9,7 +9,10 @@
   const LANE = 26;
   const VERB_COLOURS = { get: "#9aa5b1", list: "#6b7785", watch: "#c3cad3", create: "#1b7f3a", update: "#2e6bd6",
     patch: "#7b4fd6", delete: "#d1452b", deletecollection: "#d1452b" };
-  const colour = (verb) => VERB_COLOURS[verb] || "#444";
+  // Verbs come from the audit log: look them up as own keys only (a verb named `constructor` is
+  // just an unknown verb).
+  const colour = (verb) => (Object.prototype.hasOwnProperty.call(VERB_COLOURS, verb) ? VERB_COLOURS[verb] : "#444");
+  const WRITES = new Set(["create", "update", "patch", "delete", "deletecollection"]);
   const $ = (id) => document.getElementById(id);
   const el = (tag, attrs, text) => {
     const e = document.createElement(tag);
@@ -99,7 +102,7 @@
         const px = Math.floor(x(M.t[i]));
         if (px < 0 || px >= width) continue;
         const cell = M.lane[i] * width + px;
-        const r = M.status[i] >= 400 ? 2 : (T[M.verb[i]] in VERB_COLOURS && !/^(get|list|watch)$/.test(T[M.verb[i]]) ? 1 : 0);
+        const r = M.status[i] >= 400 ? 2 : (WRITES.has(T[M.verb[i]]) ? 1 : 0);
         if (r > rank[cell]) { rank[cell] = r; which[cell] = i; }
       }
       for (let cell = 0; cell < rank.length; cell++) {
@@ -211,6 +214,9 @@
     for (const [k, v] of rows) { const tr = el("tr"); tr.append(el("td", { class: "muted" }, k), el("td", {}, String(v))); table.append(tr); }
     details.append(table);
     const changes = R.diffs[String(index)];
+    if (!changes && WRITES.has(T[M.verb[i]]) && M.status[i] < 400) {
+      details.append(el("p", { class: "muted" }, "no diff: the first version seen of this object, or beyond the diffs the report carries"));
+    }
     if (changes) {
       details.append(el("h3", {}, changes.length ? "changes" : "no field changed (a no-op write)"));
       const diff = el("table", { class: "diff" });

@@ -378,4 +378,37 @@ fn the_ui_shows_live_sessions_read_only_behind_the_same_authentication() {
     assert_eq!(get_with(&format!("{ui}no-such-session"), Some("t0ken")).0, 404);
     let posted = agent().post(&format!("{ui}{session}")).header("Authorization", "Bearer t0ken").send(&b""[..]);
     assert_eq!(posted.map(|r| r.status().as_u16()).unwrap_or(0), 405, "the pages are read-only");
+
+    // A browser cannot send the header: it signs in once and carries a cookie for /ui only.
+    let (status, refused) = get_with(&ui, None);
+    assert!(status == 401 && refused.contains("/ui/login"), "{refused}");
+    let login = |form: &str| {
+        let no_redirects: ureq::Agent =
+            ureq::Agent::config_builder().http_status_as_error(false).max_redirects(0).build().into();
+        let response = no_redirects
+            .post(&format!("{}/ui/login", server.base))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .send(form.as_bytes())
+            .expect("login answered");
+        let cookie = response.headers().get("set-cookie").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        (response.status().as_u16(), cookie)
+    };
+    assert_eq!(login("token=wrong").0, 401);
+    let (status, cookie) = login("token=t0ken");
+    assert_eq!(status, 303);
+    let cookie = cookie.expect("a cookie");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("Path=/ui"), "{cookie}");
+    let pair = cookie.split(';').next().expect("name=value").to_owned();
+    let with_cookie = |method: &str, path: &str| {
+        let url = format!("{}{path}", server.base);
+        let result = match method {
+            "GET" => agent().get(&url).header("Cookie", &pair).call(),
+            _ => agent().post(&url).header("Cookie", &pair).send(&event_list(&events)[..]),
+        };
+        result.map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    assert_eq!(with_cookie("GET", "/ui/"), 200, "the cookie opens the pages");
+    assert_eq!(with_cookie("GET", &format!("/ui/{session}")), 200);
+    assert_eq!(with_cookie("POST", "/audit"), 401, "but stores nothing");
+    assert_eq!(with_cookie("GET", "/sessions"), 401, "and reads nothing else");
 }

@@ -141,9 +141,50 @@ impl Credentials {
         let Some(token) = authorization.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")) else {
             return false;
         };
-        // Every token is compared in full, so timing says nothing about which one nearly matched.
-        self.tokens.iter().fold(false, |found, t| constant_time_eq(t.as_bytes(), token.trim().as_bytes()) | found)
+        self.accepts_token(token.trim())
     }
+
+    /// Whether `token` is one of the accepted tokens. Every token is compared in full, so timing
+    /// says nothing about which one nearly matched.
+    pub fn accepts_token(&self, token: &str) -> bool {
+        self.tokens.iter().fold(false, |found, t| constant_time_eq(t.as_bytes(), token.as_bytes()) | found)
+    }
+
+    /// A browser cannot send a bearer header when it follows a link, so the `/ui` pages (read-only)
+    /// also accept the token from the cookie that `POST /ui/login` sets. Nothing else does: the
+    /// webhook and the session endpoints still need the header or a certificate.
+    fn admits_ui_reader(&self, request: &Request) -> bool {
+        let reading_ui = request.method() == axum::http::Method::GET
+            && (request.uri().path() == "/ui" || request.uri().path().starts_with("/ui/"));
+        reading_ui
+            && request
+                .headers()
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().strip_prefix(UI_COOKIE).and_then(|v| v.strip_prefix('=')))
+                .filter_map(decode_hex)
+                .any(|token| self.accepts_token(&token))
+    }
+}
+
+/// The cookie holding a `/ui` reader's token (hex-encoded, so any token fits in a cookie).
+pub const UI_COOKIE: &str = "kubestep_token";
+
+/// The `Set-Cookie` value that lets a browser read `/ui` with `token`.
+pub fn ui_cookie(token: &str, secure: bool) -> String {
+    let hex: String = token.bytes().map(|b| format!("{b:02x}")).collect();
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{UI_COOKIE}={hex}; Path=/ui; HttpOnly; SameSite=Strict{secure}")
+}
+
+fn decode_hex(text: &str) -> Option<String> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok());
+    String::from_utf8(bytes.collect::<Option<Vec<u8>>>()?).ok()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -160,13 +201,20 @@ pub async fn require_credentials(
     request: Request,
     next: Next,
 ) -> Response {
-    if credentials.admits(&peer, request.headers().get(header::AUTHORIZATION)) {
+    if credentials.admits(&peer, request.headers().get(header::AUTHORIZATION)) || credentials.admits_ui_reader(&request)
+    {
         return next.run(request).await;
     }
     if request.uri().path() == "/audit" {
         metrics.batch(BatchOutcome::Unauthorized);
     }
     tracing::warn!(peer = %peer.addr, path = %request.uri().path(), "refused a request without valid credentials");
+    if request.uri().path().starts_with("/ui") && !credentials.tokens.is_empty() {
+        // A browser: say where to sign in.
+        let page = "<!doctype html><meta charset=\"utf-8\"><title>KubeStep</title>\
+            <p>Sign in with a token of the recorder's <code>--token-file</code>: <a href=\"/ui/login\">/ui/login</a></p>\n";
+        return (StatusCode::UNAUTHORIZED, axum::response::Html(page)).into_response();
+    }
     let body = axum::Json(serde_json::json!({
         "error": "authentication required: a client certificate signed by the configured CA, or a bearer token"
     }));
@@ -281,5 +329,27 @@ mod tests {
         let cert_peer = Peer { verified_client_cert: true, ..peer };
         assert!(!credentials.admits(&cert_peer, None), "certificates were not enabled");
         assert!(Credentials::default().admits(&peer, None), "nothing required");
+    }
+
+    #[test]
+    fn the_ui_cookie_admits_only_reads_of_the_ui() {
+        let credentials = Credentials { tokens: vec!["s3cret; x".into()], client_certs: false };
+        let cookie = ui_cookie("s3cret; x", false);
+        let value = cookie.split(';').next().unwrap().to_owned();
+        let request = |method: &str, path: &str, cookie: &str| {
+            axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::COOKIE, format!("theme=dark; {cookie}"))
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        assert!(credentials.admits_ui_reader(&request("GET", "/ui/", &value)));
+        assert!(credentials.admits_ui_reader(&request("GET", "/ui/some-session", &value)));
+        assert!(!credentials.admits_ui_reader(&request("POST", "/ui/some-session", &value)), "reads only");
+        assert!(!credentials.admits_ui_reader(&request("GET", "/sessions", &value)), "the ui only");
+        assert!(!credentials.admits_ui_reader(&request("GET", "/uix", &value)));
+        assert!(!credentials.admits_ui_reader(&request("GET", "/ui/", "kubestep_token=736563726574")), "a wrong token");
+        assert!(!credentials.admits_ui_reader(&request("GET", "/ui/", "kubestep_token=zz")));
     }
 }

@@ -58,22 +58,93 @@ pub fn router(
     credentials: Arc<Credentials>,
     metrics: Arc<Metrics>,
     ui: Option<axum::Router>,
+    tls: bool,
 ) -> axum::Router {
     let mut protected = axum::Router::new()
         .route("/audit", post(post_audit))
         .route("/sessions", get(list_sessions).post(start_session))
         .route("/sessions/{name}/stop", post(stop_session));
+    let signs_in = ui.is_some() && !credentials.tokens.is_empty();
     if let Some(ui) = ui {
         protected = protected.nest_service("/ui", ui);
     }
-    let protected =
-        protected.route_layer(axum::middleware::from_fn_with_state((credentials, metrics), require_credentials));
+    let protected = protected
+        .route_layer(axum::middleware::from_fn_with_state((credentials.clone(), metrics), require_credentials));
+    let mut public = axum::Router::new();
+    if signs_in {
+        public = public.route("/ui/login", get(login_form).post(move |body| login(credentials, tls, body)));
+    }
     axum::Router::new()
         .merge(protected)
+        .merge(public)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(self::metrics))
         .with_state(state)
+}
+
+/// `GET /ui/login`: a form asking for a token, for browsers (they cannot send a bearer header).
+async fn login_form() -> Response {
+    axum::response::Html(LOGIN_PAGE).into_response()
+}
+
+const LOGIN_PAGE: &str = r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<title>KubeStep: sign in</title></head>
+<body style="font: 14px system-ui, sans-serif; margin: 40px">
+<h1 style="font-size: 18px">KubeStep</h1>
+<form method="post" action="/ui/login">
+<label>Token (a line of the recorder's <code>--token-file</code>)<br>
+<input type="password" name="token" autofocus size="40"></label>
+<button type="submit">Sign in</button>
+</form></body></html>
+"#;
+
+/// `POST /ui/login` (`token=...`, form-encoded): a valid token is stored in a cookie that only the
+/// read-only `/ui` pages accept, and the browser goes on to `/ui/`.
+async fn login(credentials: Arc<Credentials>, tls: bool, body: Bytes) -> Response {
+    let token = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|form| form.split('&').find_map(|pair| pair.strip_prefix("token=")))
+        .and_then(form_decode);
+    match token {
+        Some(token) if credentials.accepts_token(token.trim()) => {
+            // Behind TLS the cookie is only ever sent over TLS.
+            let cookie = super::auth::ui_cookie(token.trim(), tls);
+            let mut response = (StatusCode::SEE_OTHER, "signed in\n").into_response();
+            response.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/ui/"));
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            axum::response::Html("<p>Wrong token. <a href=\"/ui/login\">Try again</a></p>\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` value.
+fn form_decode(value: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(value.len());
+    let bytes = value.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = value.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -217,7 +217,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
         let state = self.state.clone();
         let metrics = state.inner.metrics.clone();
-        let router = http::router(self.state, self.credentials, metrics.clone(), self.ui);
+        let router = http::router(self.state, self.credentials, metrics.clone(), self.ui, self.tls.is_some());
         let limits = self.limits;
         let shutdown = async move {
             shutdown.await;

@@ -175,6 +175,10 @@ fn the_report_draws_lanes_fight_chain_and_diff_in_chromium_without_network() {
     assert!(details.contains(&format!("data-index=\"{write}\"")), "operation {write} is selected: {details}");
     assert!(details.contains("class=\"diff\"") && details.contains("spec.replicas"), "its diff: {details}");
 
+    // The view kept in the fragment (as the page keeps it, so a reload shows the same picture).
+    let zoomed = run_chromium(&proxy, &format!("file://{}#view=1000000,2000000", page.display()), &["--dump-dom"]);
+    assert!(zoomed.contains(">+1.000s<") && zoomed.contains(">+2.000s<"), "the axis shows the kept view");
+
     // The trap works (a page that fetches is caught), and the report fetched nothing.
     let control = dir.path().join("control.html");
     std::fs::write(&control, r#"<img src="http://kubestep-control.invalid/pixel.png">"#).expect("control page");

@@ -140,6 +140,16 @@ fn refresh_meta(seconds: Option<u32>) -> String {
 /// Live pages reload this often, so a session being recorded shows the files that landed since.
 const LIVE_REFRESH_SECONDS: u32 = 15;
 
+/// A session whose last operation is this recent (by the clock of this machine) may still grow.
+const LIVE_WITHIN_US: i64 = 10 * 60 * 1_000_000;
+
+fn is_live(report: &SessionReport) -> bool {
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(i64::MAX, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    now_us.saturating_sub(report.start_us.saturating_add(report.span_us)) < LIVE_WITHIN_US
+}
+
 /// The read-only pages `kubestep serve` offers under `/ui` (behind its authentication): the list of
 /// sessions, and each session's report, built from the files on disk at every request.
 pub(crate) fn ui_router(data: PathBuf) -> axum::Router {
@@ -211,7 +221,7 @@ async fn ui_session(
         session_report(&ctx, &session, &ReportOptions::default()).await
     };
     match built.instrument(tracing::info_span!("ui_session", session = %session)).await {
-        Ok(report) => match render_html(&report, Some(LIVE_REFRESH_SECONDS)) {
+        Ok(report) => match render_html(&report, is_live(&report).then_some(LIVE_REFRESH_SECONDS)) {
             Ok(page) => Html(page).into_response(),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
         },

@@ -126,8 +126,19 @@
     }
     drawOverlay();
     drawAxis();
+    remember();
     // How long a redraw (every zoom or pan step) takes: what keeps the page responsive.
     document.body.dataset.drawMs = (performance.now() - drawStarted).toFixed(1);
+  }
+
+  // The view, the selected operation and the selected chain live in the URL's fragment, so a
+  // reload (the live page reloads itself) or a shared link opens the same picture.
+  function remember() {
+    const state = new URLSearchParams();
+    if (view.t0 > 0 || view.t1 < R.span_us) state.set("view", Math.round(view.t0) + "," + Math.round(view.t1));
+    if (selected !== null) state.set("op", selected);
+    if (selectedChain !== null) state.set("chain", selectedChain);
+    try { history.replaceState(null, "", "#" + state.toString()); } catch (e) { /* a browser that refuses: no memory */ }
   }
 
   // Findings and chains are SVG built once in time units (seconds from the start); a redraw only
@@ -201,6 +212,7 @@
   // Details of one operation, and the diff of a write.
   function select(index) {
     selected = index;
+    remember();
     const details = $("details");
     details.replaceChildren();
     const i = markAt.get(index);
@@ -325,6 +337,8 @@
   // `#op=N` selects operation N and `#chain=K` highlights chain K when the page opens.
   const hash = new URLSearchParams(location.hash.slice(1));
   if (hash.has("chain")) selectedChain = Number(hash.get("chain"));
+  const kept = (hash.get("view") || "").split(",").map(Number);
+  if (kept.length === 2 && kept[0] >= 0 && kept[1] > kept[0] && kept[1] <= R.span_us) view = { t0: kept[0], t1: kept[1] };
   buildOverlay();
   draw();
   if (hash.has("op")) select(Number(hash.get("op")));

@@ -225,11 +225,14 @@ pub async fn session_report(
             if is_write(verb_text) {
                 writes.insert(position);
             }
-            let mut object = crate::analyze::resource_label(
-                kind.get(row).unwrap_or(""),
-                namespace.get(row).unwrap_or(""),
-                name.get(row).unwrap_or(""),
-            );
+            let (k, ns, n) =
+                (kind.get(row).unwrap_or(""), namespace.get(row).unwrap_or(""), name.get(row).unwrap_or(""));
+            // A non-resource request (`/version`, `/healthz`) names no object.
+            let mut object = if k.is_empty() && n.is_empty() {
+                "(no object)".to_owned()
+            } else {
+                crate::analyze::resource_label(k, ns, n)
+            };
             if let Some(sub) = subresource.get(row).filter(|s| !s.is_empty()) {
                 object = format!("{object} ({sub})");
             }

@@ -141,6 +141,13 @@ fn the_demo_runs_from_nothing_to_an_analysis() {
         assert!(out.contains(expected), "{expected}: {out}");
     }
     assert!(out.contains("\ndemo "), "the demo session is listed: {out}");
+    assert!(out.contains("kubestep report demo -d "), "the demo points at the report: {out}");
+    let page = tmp.path().join("demo-report.html");
+    let report =
+        kubestep(&["report", "demo", "-d", &data.display().to_string(), "-o", &page.display().to_string()], None);
+    assert!(report.status.success(), "{}", text(&report).1);
+    let html = std::fs::read_to_string(&page).unwrap_or_default();
+    assert!(html.contains("<canvas"), "the report of the demo session is a timeline page");
     let again = kubestep(&["demo", "-d", &data.display().to_string()], None);
     assert_eq!(again.status.code(), Some(1), "a used directory is refused");
 }

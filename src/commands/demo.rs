@@ -109,6 +109,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })?;
     let d = data.display();
     println!("Explore further:");
+    println!("  kubestep report {SESSION} -d {d} -o {SESSION}-report.html   # the timeline, open it in a browser");
     println!("  kubestep replay {SESSION} -d {d} --writes-only --diff | less");
     println!("  kubestep replay {SESSION} -d {d} --object Deployment/shop/api --diff");
     println!("  kubestep replay {SESSION} -d {d} -i");

@@ -32,11 +32,14 @@ impl Layout {
         self.root.join("operations")
     }
 
+    /// The directory of one session: its `date=` partitions.
+    pub fn session_dir(&self, session_id: &str) -> PathBuf {
+        self.operations_dir().join(format!("{}={session_id}", columns::SESSION_ID))
+    }
+
     /// The directory of one `(session, date)` partition.
     pub fn partition_dir(&self, session_id: &str, date: &str) -> PathBuf {
-        self.operations_dir()
-            .join(format!("{}={session_id}", columns::SESSION_ID))
-            .join(format!("{}={date}", columns::DATE))
+        self.session_dir(session_id).join(format!("{}={date}", columns::DATE))
     }
 
     /// Where events that could not be recorded are kept, with their reasons.

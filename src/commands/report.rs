@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -153,7 +154,11 @@ fn is_live(report: &SessionReport) -> bool {
 /// The read-only pages `kubestep serve` offers under `/ui` (behind its authentication): the list of
 /// sessions, and each session's report, built from the files on disk at every request.
 pub(crate) fn ui_router(data: PathBuf) -> axum::Router {
-    let state = Arc::new(UiState { data, building: tokio::sync::Semaphore::new(1) });
+    let state = Arc::new(UiState {
+        data,
+        building: tokio::sync::Semaphore::new(1),
+        finished: std::sync::Mutex::new(FinishedPages::default()),
+    });
     axum::Router::new()
         .route("/", axum::routing::get(ui_sessions))
         .route("/{session}", axum::routing::get(ui_session))
@@ -165,6 +170,65 @@ pub(crate) fn ui_router(data: PathBuf) -> axum::Router {
 struct UiState {
     data: PathBuf,
     building: tokio::sync::Semaphore,
+    /// Pages of finished sessions; only touched while holding a `building` permit.
+    finished: std::sync::Mutex<FinishedPages>,
+}
+
+/// At most this many bytes of finished sessions' pages are kept (a 1M-operation page is ~7 MB).
+const FINISHED_PAGES_BYTES: usize = 32 << 20;
+
+/// The pages of sessions that are no longer live, each valid while the session's files stay the
+/// same (a compaction or a late import changes them and the page is built again). Live sessions
+/// are never cached: their files change at every flush.
+#[derive(Default)]
+struct FinishedPages {
+    /// Oldest first.
+    pages: Vec<FinishedPage>,
+}
+
+struct FinishedPage {
+    session: String,
+    files: SessionFiles,
+    html: Bytes,
+}
+
+/// Every file of a session with its size and modification time: equal fingerprints, equal pages.
+type SessionFiles = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+impl FinishedPages {
+    fn get(&self, session: &str, files: &SessionFiles) -> Option<Bytes> {
+        self.pages.iter().find(|p| p.session == session && &p.files == files).map(|p| p.html.clone())
+    }
+
+    fn insert(&mut self, session: &str, files: SessionFiles, html: Bytes) {
+        self.pages.retain(|p| p.session != session);
+        self.pages.push(FinishedPage { session: session.to_owned(), files, html });
+        let mut total: usize = self.pages.iter().map(|p| p.html.len()).sum();
+        while total > FINISHED_PAGES_BYTES && self.pages.len() > 1 {
+            total -= self.pages.remove(0).html.len();
+        }
+        if total > FINISHED_PAGES_BYTES {
+            self.pages.clear();
+        }
+    }
+}
+
+/// The files of `session` under `data`, sorted; an unreadable directory lists what it can (the
+/// page is then built again next time, which is always correct).
+fn session_files(data: &Path, session: &str) -> SessionFiles {
+    let mut files = SessionFiles::new();
+    let dir = kubestep_ingest::layout::Layout::new(data).session_dir(session);
+    let Ok(partitions) = std::fs::read_dir(dir) else { return files };
+    for partition in partitions.flatten() {
+        let Ok(entries) = std::fs::read_dir(partition.path()) else { continue };
+        for entry in entries.flatten() {
+            let meta = entry.metadata().ok();
+            let len = meta.as_ref().map_or(0, std::fs::Metadata::len);
+            files.push((entry.path(), len, meta.and_then(|m| m.modified().ok())));
+        }
+    }
+    files.sort();
+    files
 }
 
 async fn ui_sessions(State(ui): State<Arc<UiState>>) -> Response {
@@ -218,16 +282,79 @@ async fn ui_session(
     let built = async {
         let ctx = kubestep_query::open_recording(data).await?;
         ensure_session(&ctx, data, &session).await?;
-        session_report(&ctx, &session, &ReportOptions::default()).await
+        let files = session_files(data, &session);
+        if let Some(page) = ui.finished.lock().ok().and_then(|pages| pages.get(&session, &files)) {
+            tracing::debug!("finished session's page from the cache");
+            return Ok(Ok(page));
+        }
+        let report = session_report(&ctx, &session, &ReportOptions::default()).await?;
+        let live = is_live(&report);
+        Ok(render_html(&report, live.then_some(LIVE_REFRESH_SECONDS)).map(|page| {
+            let page = Bytes::from(page);
+            if !live && let Ok(mut pages) = ui.finished.lock() {
+                pages.insert(&session, files, page.clone());
+            }
+            page
+        }))
     };
     match built.instrument(tracing::info_span!("ui_session", session = %session)).await {
-        Ok(report) => match render_html(&report, is_live(&report).then_some(LIVE_REFRESH_SECONDS)) {
-            Ok(page) => Html(page).into_response(),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
-        },
+        Ok(Ok(page)) => Html(page).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
         Err(e @ (QueryError::UnknownSession { .. } | QueryError::NoRecording { .. })) => {
             (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
         }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("building the report: {e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(path: &Path, bytes: &[u8]) {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn a_finished_page_is_served_until_the_sessions_files_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = kubestep_ingest::layout::Layout::new(tmp.path());
+        write(&layout.partition_dir("s", "2024-05-01").join("w-000001.parquet"), b"one");
+        write(&layout.partition_dir("other", "2024-05-01").join("w-000001.parquet"), b"other");
+        let files = session_files(tmp.path(), "s");
+        assert_eq!(files.len(), 1, "only the session's own files: {files:?}");
+
+        let mut pages = FinishedPages::default();
+        pages.insert("s", files.clone(), Bytes::from_static(b"page of s"));
+        assert_eq!(pages.get("s", &files).as_deref(), Some(&b"page of s"[..]));
+        assert!(pages.get("other", &files).is_none(), "pages are per session");
+
+        // A compaction or a late import changes the files: the page is built again.
+        write(&layout.partition_dir("s", "2024-05-02").join("w-000002.parquet"), b"two");
+        let changed = session_files(tmp.path(), "s");
+        assert_eq!(changed.len(), 2);
+        assert!(pages.get("s", &changed).is_none());
+        write(&layout.partition_dir("s", "2024-05-01").join("w-000001.parquet"), b"one, rewritten");
+        assert!(pages.get("s", &session_files(tmp.path(), "s")).is_none(), "a rewritten file changes the page");
+    }
+
+    #[test]
+    fn finished_pages_stay_within_their_byte_budget_oldest_out_first() {
+        let mut pages = FinishedPages::default();
+        let big = Bytes::from(vec![b'x'; FINISHED_PAGES_BYTES / 2]);
+        pages.insert("a", SessionFiles::new(), big.clone());
+        pages.insert("b", SessionFiles::new(), big.clone());
+        assert!(pages.get("a", &SessionFiles::new()).is_some() && pages.get("b", &SessionFiles::new()).is_some());
+        pages.insert("c", SessionFiles::new(), big.clone());
+        assert!(pages.get("a", &SessionFiles::new()).is_none(), "the oldest page left");
+        assert!(pages.get("b", &SessionFiles::new()).is_some() && pages.get("c", &SessionFiles::new()).is_some());
+        pages.insert("huge", SessionFiles::new(), Bytes::from(vec![b'x'; FINISHED_PAGES_BYTES + 1]));
+        assert!(pages.pages.is_empty(), "a page larger than the budget is not kept");
+        pages.insert("b", SessionFiles::new(), Bytes::from_static(b"new b"));
+        pages.insert("b", SessionFiles::new(), Bytes::from_static(b"newer b"));
+        assert_eq!(pages.pages.len(), 1, "one page per session");
     }
 }

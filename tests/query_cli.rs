@@ -418,3 +418,42 @@ fn sql_speaks_table_json_and_csv_and_has_views() {
     let output = kubestep(&["sql", "-d", &d, "--format", "csv"], Some(b"SELECT count(*) AS n FROM operations;\n\\q\n"));
     assert_eq!(text(&output).0.trim(), "n\n37");
 }
+
+fn sql_with_env(data: &Path, query: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_kubestep"));
+    command.args(["sql", "-d", &data.display().to_string(), "--format", "csv", query]);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn the_engine_runs_in_a_bounded_pool_that_the_environment_can_resize_and_tune() {
+    let (_tmp, data) = seed_samples();
+    let setting = |name: &str, env: &[(&str, &str)]| {
+        let query = format!("SELECT value FROM information_schema.df_settings WHERE name = '{name}'");
+        let output = sql_with_env(&data, &query, env);
+        assert!(output.status.success(), "{:?}", text(&output));
+        text(&output).0.lines().nth(1).unwrap_or_default().to_owned()
+    };
+    // Windows are not hash-repartitioned by default; DATAFUSION_* variables override any setting.
+    assert_eq!(setting("datafusion.optimizer.repartition_windows", &[]), "false");
+    assert_eq!(
+        setting("datafusion.optimizer.repartition_windows", &[("DATAFUSION_OPTIMIZER_REPARTITION_WINDOWS", "true")]),
+        "true"
+    );
+    assert_eq!(setting("datafusion.execution.batch_size", &[("DATAFUSION_EXECUTION_BATCH_SIZE", "1234")]), "1234");
+
+    // A join whose hash table cannot fit the pool fails with one clear line naming the variable.
+    let join = "WITH big AS (SELECT o.audit_id, g.value FROM operations o CROSS JOIN generate_series(1, 30000) g) \
+                SELECT count(*) FROM big a JOIN big b ON a.audit_id = b.audit_id AND a.value = b.value";
+    let output = sql_with_env(&data, join, &[("KUBESTEP_MEMORY_LIMIT_MB", "1")]);
+    let (_, err) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("more memory than the limit of 1 MiB") && err.contains("KUBESTEP_MEMORY_LIMIT_MB"), "{err}");
+    // The default pool holds it.
+    let output = sql_with_env(&data, join, &[]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    assert_eq!(text(&output).0.lines().nth(1), Some("1110000"), "37 operations x 30000");
+}

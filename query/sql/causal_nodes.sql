@@ -5,7 +5,7 @@ WITH wanted AS (
 )
 SELECT "index", actor_id, operation_type, kind, namespace, name, subresource, uid, base_resource_version,
        resource_version, received_at, duration_ms, error
-FROM indexed_operations
-JOIN wanted ON "index" = wanted_index
+FROM wanted
+JOIN indexed_operations ON "index" = wanted_index
 WHERE session_id = $1
 ORDER BY "index"

@@ -11,6 +11,6 @@ conflicts AS (
     WHERE session_id = $1 AND status_code = 409
 )
 SELECT c.*
-FROM conflicts c
-JOIN wanted ON c.object_key = wanted.object_key
+FROM wanted
+JOIN conflicts c ON c.object_key = wanted.object_key
 ORDER BY c.object_key, c."index"

@@ -16,6 +16,6 @@ versions AS (
       AND NOT coalesce(dry_run, false)
 )
 SELECT v.object_key, v."index", v.actor_id, v.resource_version, v.completed_at
-FROM versions v
-JOIN wanted ON v.object_key = wanted.object_key
+FROM wanted
+JOIN versions v ON v.object_key = wanted.object_key
 ORDER BY v.object_key, v.completed_at, v.audit_id

@@ -158,14 +158,23 @@ pub struct Episode {
     pub errors: u64,
 }
 
-/// The edges SQL for one session and window, with `options`' thresholds, in index order.
-fn edges_sql(options: &CausalityOptions) -> String {
+/// The kinds of edge, strongest first: of two edges between the same writes, the stronger is kept.
+const EDGE_KINDS: [&str; 3] = ["rv", "owner", "watch"];
+
+/// The edges SQL of one `kind` for one session and window, with `options`' thresholds.
+fn edges_sql(options: &CausalityOptions, kind: &str) -> String {
     let sql = crate::views::CAUSAL_EDGES.replace("{scope}", EDGES_SCOPE);
-    let sql = crate::views::fill(
+    let only = |k: &str| u64::from(k == kind);
+    crate::views::fill(
         &sql,
-        &[("trigger_ms", options.trigger_window_ms), ("episode_gap_ms", options.episode_gap_ms)],
-    );
-    format!("{sql}\nORDER BY from_index, to_index")
+        &[
+            ("trigger_ms", options.trigger_window_ms),
+            ("episode_gap_ms", options.episode_gap_ms),
+            ("rv_edges", only("rv")),
+            ("owner_edges", only("owner")),
+            ("watch_edges", only("watch")),
+        ],
+    )
 }
 
 /// The bounds of an open window: 0001-01-01 and 9999-12-31, the range every engine's timestamps
@@ -224,15 +233,23 @@ pub async fn causality(
         timestamp(options.window.0, EARLIEST_US),
         timestamp(options.window.1, LATEST_US),
     ];
-    let mut edges: Vec<(u64, u64, String, String)> = Vec::new();
-    for batch in collect(ctx, &edges_sql(options), params).await? {
-        let (from, to) = (Ints::of(&batch, "from_index")?, Ints::of(&batch, "to_index")?);
-        let (kind, evidence) = (Strings::of(&batch, "edge")?, Strings::of(&batch, "evidence")?);
-        for row in 0..batch.num_rows() {
-            let (Some(f), Some(t)) = (from.get(row), to.get(row)) else { continue };
-            edges.push((f.max(0) as u64, t.max(0) as u64, kind.text(row), evidence.text(row)));
+    // One statement per kind, strongest first, each pair keeping the first (strongest) edge found:
+    // the same edges as the view's union, with one kind's joins in memory at a time.
+    let mut strongest: BTreeMap<(u64, u64), (String, String)> = BTreeMap::new();
+    for edge_kind in EDGE_KINDS {
+        for batch in collect(ctx, &edges_sql(options, edge_kind), params.clone()).await? {
+            let (from, to) = (Ints::of(&batch, "from_index")?, Ints::of(&batch, "to_index")?);
+            let (kind, evidence) = (Strings::of(&batch, "edge")?, Strings::of(&batch, "evidence")?);
+            for row in 0..batch.num_rows() {
+                let (Some(f), Some(t)) = (from.get(row), to.get(row)) else { continue };
+                strongest
+                    .entry((f.max(0) as u64, t.max(0) as u64))
+                    .or_insert_with(|| (kind.text(row), evidence.text(row)));
+            }
         }
     }
+    let edges: Vec<(u64, u64, String, String)> =
+        strongest.into_iter().map(|((f, t), (kind, evidence))| (f, t, kind, evidence)).collect();
     let indexes: BTreeSet<u64> = edges.iter().flat_map(|(f, t, _, _)| [*f, *t]).collect();
     let nodes = nodes(ctx, session, &indexes).await?;
     let by_index: BTreeMap<u64, &Node> = nodes.iter().map(|n| (n.index, n)).collect();

@@ -20,7 +20,7 @@ pub const EPISODES: &str = include_str!("../sql/views/episodes.sql");
 pub const CAUSAL_EDGES: &str = include_str!("../sql/views/causal_edges.sql");
 
 /// The thresholds the registered views use (the CLI's defaults).
-pub const DEFAULT_THRESHOLDS: [(&str, u64); 7] = [
+pub const DEFAULT_THRESHOLDS: [(&str, u64); 10] = [
     ("hot_writes", 10),
     ("hot_window_seconds", 60),
     ("conflict_min", 3),
@@ -28,6 +28,10 @@ pub const DEFAULT_THRESHOLDS: [(&str, u64); 7] = [
     ("episode_gap_ms", 1000),
     ("trigger_ms", 5000),
     ("fight_turns", 4),
+    // `causal_edges` holds every kind of edge; `analyze causality` asks for one kind at a time.
+    ("rv_edges", 1),
+    ("owner_edges", 1),
+    ("watch_edges", 1),
 ];
 
 /// Every view: its name and its SQL (thresholds still as `{placeholders}`), in dependency order.

@@ -129,7 +129,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         ensure_session(&ctx, &args.data.data, &session).await?;
         let report = analyze(&ctx, &session, &options).await?;
         match args.format {
-            OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            OutputFormat::Json => super::print_json(&report)?,
             OutputFormat::Text => print!("{}", render_text(&report, &options)),
         }
         Ok(ExitCode::SUCCESS)

@@ -97,7 +97,7 @@ pub fn run(args: CausalityArgs) -> anyhow::Result<ExitCode> {
         ensure_session(&ctx, &args.data.data, &args.session).await?;
         let report = causality(&ctx, &args.session, &options).await?;
         match args.format {
-            CausalityFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            CausalityFormat::Json => super::print_json(&report)?,
             CausalityFormat::Text => print!("{}", render_text(&report)),
             CausalityFormat::Dot => print!("{}", render_dot(&report)),
         }

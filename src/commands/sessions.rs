@@ -35,7 +35,7 @@ pub(crate) async fn print(ctx: &SessionContext, format: OutputFormat) -> anyhow:
         return Ok(false);
     }
     match format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&sessions)?),
+        OutputFormat::Json => super::print_json(&sessions)?,
         OutputFormat::Text => {
             let width = sessions.iter().map(|s| s.session_id.len()).max().unwrap_or(7).max(7);
             println!(

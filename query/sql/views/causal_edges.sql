@@ -15,23 +15,8 @@ WITH ops AS (
     FROM indexed_operations
     {scope}
 ),
-episodes AS (
-    SELECT session_id, "index",
-           sum(starts) OVER (PARTITION BY session_id, actor_id ORDER BY "index"
-                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS episode
-    FROM (
-        SELECT session_id, "index", actor_id,
-               CASE WHEN received_at - lag(completed_at) OVER (PARTITION BY session_id, actor_id ORDER BY "index")
-                         <= INTERVAL '{episode_gap_ms} milliseconds'
-                    THEN 0 ELSE 1 END AS starts
-        FROM ops
-    )
-),
-touches AS (
-    SELECT o.*, e.episode FROM ops o JOIN episodes e ON o.session_id = e.session_id AND o."index" = e."index"
-),
 writes AS (
-    SELECT * FROM touches
+    SELECT * FROM ops
     WHERE verb IN ('create', 'update', 'patch', 'delete') AND (status_code IS NULL OR status_code < 400)
 ),
 rv_edges AS (
@@ -53,22 +38,50 @@ owner_edges AS (
       AND b.received_at >= a.completed_at
       AND b.received_at <= a.completed_at + INTERVAL '{trigger_ms} milliseconds'
 ),
-watch_edges AS (
-    SELECT a.session_id, a."index" AS from_index, w."index" AS to_index, 'watch' AS edge, 3 AS strength,
+-- Every operation, narrowed to what the watch evidence needs, with its actor's episode number. Only
+-- this CTE orders the session by actor; it is kept narrow because the engine may spill that sort.
+steps AS (
+    SELECT session_id, "index", actor_id, kind, namespace, name, received_at, is_write,
+           sum(starts) OVER (PARTITION BY session_id, actor_id ORDER BY "index"
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS episode
+    FROM (
+        SELECT session_id, "index", actor_id, kind, coalesce(namespace, '') AS namespace, name, received_at,
+               verb IN ('create', 'update', 'patch', 'delete') AND (status_code IS NULL OR status_code < 400)
+                   AS is_write,
+               CASE WHEN received_at - lag(completed_at) OVER (PARTITION BY session_id, actor_id ORDER BY "index")
+                         <= INTERVAL '{episode_gap_ms} milliseconds'
+                    THEN 0 ELSE 1 END AS starts
+        FROM ops
+    )
+),
+-- For each write of A and each episode of another actor B that touched A's object within the
+-- trigger window: B's first such touch. Every write of that episode from there on is a
+-- consequence, so later touches in the same episode add nothing.
+triggers AS (
+    SELECT a.session_id, a."index" AS from_index, t.actor_id, t.episode, min(t."index") AS first_touch,
            concat(a.kind, ' ', coalesce(a.namespace, ''), '/', a.name) AS evidence
     FROM writes a
-    JOIN touches t ON t.session_id = a.session_id AND t.kind = a.kind
-                  AND coalesce(t.namespace, '') = coalesce(a.namespace, '') AND t.name = a.name
-    JOIN writes w ON w.session_id = t.session_id AND w.actor_id = t.actor_id AND w.episode = t.episode
-                 AND w."index" >= t."index"
+    JOIN steps t ON t.session_id = a.session_id AND t.kind = a.kind
+                AND t.namespace = coalesce(a.namespace, '') AND t.name = a.name
     WHERE t.actor_id <> a.actor_id
       AND t.received_at >= a.completed_at
       AND t.received_at <= a.completed_at + INTERVAL '{trigger_ms} milliseconds'
+    GROUP BY a.session_id, a."index", t.actor_id, t.episode, a.kind, a.namespace, a.name
 ),
+watch_edges AS (
+    SELECT g.session_id, g.from_index, w."index" AS to_index, 'watch' AS edge, 3 AS strength, g.evidence
+    FROM triggers g
+    JOIN steps w ON w.session_id = g.session_id AND w.actor_id = g.actor_id AND w.episode = g.episode
+                AND w."index" >= g.first_touch
+    WHERE w.is_write
+),
+-- {rv_edges}, {owner_edges} and {watch_edges} are 1 to include that kind (the view includes all);
+-- `analyze causality` computes one kind per statement, so that only one kind's joins hold memory
+-- at a time, and keeps the strongest edge of each pair itself.
 all_edges AS (
-    SELECT * FROM rv_edges
-    UNION ALL SELECT * FROM owner_edges
-    UNION ALL SELECT * FROM watch_edges
+    SELECT * FROM rv_edges WHERE {rv_edges} = 1
+    UNION ALL SELECT * FROM owner_edges WHERE {owner_edges} = 1
+    UNION ALL SELECT * FROM watch_edges WHERE {watch_edges} = 1
 )
 SELECT session_id, from_index, to_index, edge, evidence
 FROM (

@@ -242,3 +242,37 @@ fn the_dot_output_renders_with_graphviz() {
 fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
 }
+
+#[test]
+fn a_touch_at_the_end_of_the_trigger_window_links_the_episode_and_one_millisecond_later_does_not() {
+    // A's write of X completes at 1.005 s (every request here lasts 5 ms). B reads X `delay_ms`
+    // after that and, 100 ms later in the same episode, updates Z: a watch edge exactly when the
+    // read falls within the 5 s trigger window.
+    for (delay_ms, linked) in [(5_000, true), (5_001, false), (0, true)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        let write =
+            |id: &str, actor: &str, verb: &'static str, name: &'static str, t_ms: u64, rv: &'static str| Write {
+                id: id.into(),
+                actor: actor.into(),
+                verb,
+                ns: "w".into(),
+                name,
+                uid: format!("{name}-uid"),
+                t_ms,
+                base: None,
+                rv,
+                owner: None,
+            };
+        let read_at = 1_005 + delay_ms;
+        let writes = [
+            write("a-x", "a-controller", "update", "x", 1_000, "11"),
+            write("b-read", "b-controller", "get", "x", read_at, "11"),
+            write("b-z", "b-controller", "update", "z", read_at + 100, "12"),
+        ];
+        let ids = record(&data, &writes);
+        let report = causality(&data);
+        let expected = if linked { set(&[("a-x", "b-z", "watch")]) } else { BTreeSet::new() };
+        assert_eq!(edges(&report, &ids), expected, "read {delay_ms} ms after the write: {report:#}");
+    }
+}

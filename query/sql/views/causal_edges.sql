@@ -57,12 +57,23 @@ steps AS (
 -- For each write of A and each episode of another actor B that touched A's object within the
 -- trigger window: B's first such touch. Every write of that episode from there on is a
 -- consequence, so later touches in the same episode add nothing.
+-- Writes and touches meet only near in time: both fall in buckets as wide as the trigger window,
+-- and a touch looks in its own bucket and the two before it (one before would do in exact
+-- arithmetic; the second covers rounding). Joining on the object alone paired every write of a
+-- hot object with every touch of it, all session long.
 triggers AS (
     SELECT a.session_id, a."index" AS from_index, t.actor_id, t.episode, min(t."index") AS first_touch,
            concat(a.kind, ' ', coalesce(a.namespace, ''), '/', a.name) AS evidence
-    FROM writes a
-    JOIN steps t ON t.session_id = a.session_id AND t.kind = a.kind
-                AND t.namespace = coalesce(a.namespace, '') AND t.name = a.name
+    FROM (
+        SELECT *, CAST(floor(date_part('epoch', completed_at) * 1000 / greatest({trigger_ms}, 1)) AS BIGINT) AS bucket
+        FROM writes
+    ) a
+    JOIN (
+        SELECT steps.*,
+               CAST(floor(date_part('epoch', received_at) * 1000 / greatest({trigger_ms}, 1)) AS BIGINT) - shift AS bucket
+        FROM steps CROSS JOIN (VALUES (0), (1), (2)) AS shifts(shift)
+    ) t ON t.session_id = a.session_id AND t.bucket = a.bucket AND t.kind = a.kind
+       AND t.namespace = coalesce(a.namespace, '') AND t.name = a.name
     WHERE t.actor_id <> a.actor_id
       AND t.received_at >= a.completed_at
       AND t.received_at <= a.completed_at + INTERVAL '{trigger_ms} milliseconds'

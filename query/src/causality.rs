@@ -12,8 +12,9 @@ use datafusion::scalar::ScalarValue;
 use serde::Serialize;
 
 use crate::QueryError;
-use crate::context::collect;
+use crate::context::{collect, frame};
 use crate::values::{Floats, Ints, Micros, Strings, format_time};
+use futures::StreamExt;
 
 /// The `causal_edges` view narrowed to session `$1` and the window `$2`..`$3` before any edge is
 /// computed, so that operations outside the window never count.
@@ -53,14 +54,38 @@ impl Default for CausalityOptions {
     }
 }
 
+/// An operation's id in the graph, `op:<index>` when written out. A large session's graph has
+/// millions of them: they stay numbers until they are serialized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpId(pub u64);
+
+impl OpId {
+    /// The id `op:<index>` names, if it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        text.strip_prefix("op:")?.parse().ok().map(OpId)
+    }
+}
+
+impl std::fmt::Display for OpId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "op:{}", self.0)
+    }
+}
+
+impl Serialize for OpId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// A write in the graph (the seed's node shape).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Node {
     /// `op:<index>`.
-    pub id: String,
+    pub id: OpId,
     /// Always `op`.
     #[serde(rename = "type")]
-    pub node_type: String,
+    pub node_type: &'static str,
     /// Who wrote.
     pub actor_id: String,
     /// `CREATE`, `UPDATE`, ...
@@ -93,12 +118,12 @@ pub struct Node {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Edge {
     /// `op:<index>` of the triggering write.
-    pub from: String,
+    pub from: OpId,
     /// `op:<index>` of the triggered write.
-    pub to: String,
+    pub to: OpId,
     /// `rv`, `owner` or `watch`.
     #[serde(rename = "type")]
-    pub edge_type: String,
+    pub edge_type: &'static str,
     /// The resourceVersion (rv), owner uid (owner) or object (watch) that links them.
     pub evidence: String,
 }
@@ -235,20 +260,21 @@ pub async fn causality(
     ];
     // One statement per kind, strongest first, each pair keeping the first (strongest) edge found:
     // the same edges as the view's union, with one kind's joins in memory at a time.
-    let mut strongest: BTreeMap<(u64, u64), (String, String)> = BTreeMap::new();
+    // Streamed: a large session's edges are millions of rows, held once, in the map.
+    let mut strongest: BTreeMap<(u64, u64), (&'static str, String)> = BTreeMap::new();
     for edge_kind in EDGE_KINDS {
-        for batch in collect(ctx, &edges_sql(options, edge_kind), params.clone()).await? {
+        let mut stream = frame(ctx, &edges_sql(options, edge_kind), params.clone()).await?.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
             let (from, to) = (Ints::of(&batch, "from_index")?, Ints::of(&batch, "to_index")?);
-            let (kind, evidence) = (Strings::of(&batch, "edge")?, Strings::of(&batch, "evidence")?);
+            let evidence = Strings::of(&batch, "evidence")?;
             for row in 0..batch.num_rows() {
                 let (Some(f), Some(t)) = (from.get(row), to.get(row)) else { continue };
-                strongest
-                    .entry((f.max(0) as u64, t.max(0) as u64))
-                    .or_insert_with(|| (kind.text(row), evidence.text(row)));
+                strongest.entry((f.max(0) as u64, t.max(0) as u64)).or_insert_with(|| (edge_kind, evidence.text(row)));
             }
         }
     }
-    let edges: Vec<(u64, u64, String, String)> =
+    let edges: Vec<(u64, u64, &'static str, String)> =
         strongest.into_iter().map(|((f, t), (kind, evidence))| (f, t, kind, evidence)).collect();
     let indexes: BTreeSet<u64> = edges.iter().flat_map(|(f, t, _, _)| [*f, *t]).collect();
     let nodes = nodes(ctx, session, &indexes).await?;
@@ -257,7 +283,7 @@ pub async fn causality(
     let mut outgoing: BTreeMap<u64, Vec<(u64, &str)>> = BTreeMap::new();
     let mut has_incoming = BTreeSet::new();
     for (f, t, kind, _) in &edges {
-        outgoing.entry(*f).or_default().push((*t, kind.as_str()));
+        outgoing.entry(*f).or_default().push((*t, *kind));
         has_incoming.insert(*t);
     }
     let roots: Vec<u64> = outgoing.keys().copied().filter(|i| !has_incoming.contains(i)).collect();
@@ -312,18 +338,13 @@ pub async fn causality(
     chains.truncate(options.max_chains);
     let mut edges_by_type = BTreeMap::new();
     for (_, _, kind, _) in &edges {
-        *edges_by_type.entry(kind.clone()).or_default() += 1;
+        *edges_by_type.entry((*kind).to_owned()).or_default() += 1;
     }
     Ok(CausalityReport {
         session_id: session.to_owned(),
         edges: edges
             .into_iter()
-            .map(|(f, t, kind, evidence)| Edge {
-                from: format!("op:{f}"),
-                to: format!("op:{t}"),
-                edge_type: kind,
-                evidence,
-            })
+            .map(|(f, t, kind, evidence)| Edge { from: OpId(f), to: OpId(t), edge_type: kind, evidence })
             .collect(),
         nodes,
         chains,
@@ -338,7 +359,10 @@ async fn nodes(ctx: &SessionContext, session: &str, indexes: &BTreeSet<u64>) -> 
         return Ok(out);
     }
     let list = indexes.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-    for batch in collect(ctx, NODES_SQL, vec![ScalarValue::from(session), ScalarValue::from(list.as_str())]).await? {
+    let params = vec![ScalarValue::from(session), ScalarValue::from(list.as_str())];
+    let mut stream = frame(ctx, NODES_SQL, params).await?.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
         let index = Ints::of(&batch, "index")?;
         let s = |name| Strings::of(&batch, name);
         let (actor, op, kind, ns, name, sub) =
@@ -349,8 +373,8 @@ async fn nodes(ctx: &SessionContext, session: &str, indexes: &BTreeSet<u64>) -> 
         for row in 0..batch.num_rows() {
             let i = index.get(row).unwrap_or(0).max(0) as u64;
             out.push(Node {
-                id: format!("op:{i}"),
-                node_type: "op".into(),
+                id: OpId(i),
+                node_type: "op",
                 actor_id: actor.text(row),
                 verb: op.text(row),
                 kind: kind.text(row),

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::QueryError;
 use crate::analyze::{AnalysisReport, AnalyzeOptions, analyze};
-use crate::causality::{CausalityOptions, CausalityReport, causality};
+use crate::causality::{CausalityOptions, CausalityReport, OpId, causality};
 use crate::context::collect;
 use crate::diff::FieldChange;
 use crate::replay::{ReplayQuery, replay};
@@ -257,7 +257,8 @@ pub async fn session_report(
     let mut causality = causality(ctx, session, &options.causality).await?;
     // The page draws the chains: only their writes and the edges between them travel with it (the
     // whole graph of a large session is tens of megabytes).
-    let in_chains: HashSet<String> = causality.chains.iter().flat_map(|c| c.nodes.iter().cloned()).collect();
+    let in_chains: HashSet<OpId> =
+        causality.chains.iter().flat_map(|c| c.nodes.iter().filter_map(|n| OpId::parse(n))).collect();
     causality.nodes.retain(|n| in_chains.contains(&n.id));
     causality.edges.retain(|e| in_chains.contains(&e.from) && in_chains.contains(&e.to));
     Ok(SessionReport {

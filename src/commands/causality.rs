@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use kubestep_query::causality::{CausalityOptions, CausalityReport, Node, causality};
+use kubestep_query::causality::{CausalityOptions, CausalityReport, Node, OpId, causality};
 use kubestep_query::context::ensure_session;
 
 use crate::{DataDir, block_on, open};
@@ -117,7 +117,7 @@ fn node_line(node: &Node) -> String {
 
 /// The top chains as readable lines.
 pub(crate) fn render_text(report: &CausalityReport) -> String {
-    let nodes: BTreeMap<&str, &Node> = report.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let nodes: BTreeMap<OpId, &Node> = report.nodes.iter().map(|n| (n.id, n)).collect();
     let kinds: Vec<String> = report.edges_by_type.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let mut out = format!(
         "Causality in session {}: {} writes linked by {} edges ({}); {} chains\n",
@@ -140,7 +140,7 @@ pub(crate) fn render_text(report: &CausalityReport) -> String {
             chain.actors.join(" -> ")
         ));
         for (j, id) in chain.nodes.iter().enumerate() {
-            let line = nodes.get(id.as_str()).map_or_else(|| id.clone(), |n| node_line(n));
+            let line = OpId::parse(id).and_then(|i| nodes.get(&i)).map_or_else(|| id.clone(), |n| node_line(n));
             match j {
                 0 => out.push_str(&format!("  {line}\n")),
                 _ => out.push_str(&format!(
@@ -158,7 +158,7 @@ pub(crate) fn render_text(report: &CausalityReport) -> String {
 
 /// Graphviz of the reported chains.
 fn render_dot(report: &CausalityReport) -> String {
-    let nodes: BTreeMap<&str, &Node> = report.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let nodes: BTreeMap<OpId, &Node> = report.nodes.iter().map(|n| (n.id, n)).collect();
     let mut used = std::collections::BTreeSet::new();
     let mut links = std::collections::BTreeSet::new();
     for chain in &report.chains {
@@ -179,7 +179,7 @@ fn render_dot(report: &CausalityReport) -> String {
         escape(&report.session_id)
     );
     for id in &used {
-        let label = nodes.get(id.as_str()).map_or_else(
+        let label = OpId::parse(id).and_then(|i| nodes.get(&i)).map_or_else(
             || id.clone(),
             |n| {
                 format!(

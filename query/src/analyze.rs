@@ -247,11 +247,9 @@ pub async fn analyze(
         report.errors = Some(errors(ctx, session).await?);
     }
     let b = &options.behaviour;
-    if options.hot_loops {
-        report.hot_loops = Some(behaviour::hot_loops(ctx, session, b).await?);
-    }
-    if options.fights {
-        report.fights = Some(behaviour::fights(ctx, session, b).await?);
+    if options.hot_loops || options.fights {
+        (report.hot_loops, report.fights) =
+            behaviour::hot_loops_and_fights(ctx, session, b, options.hot_loops, options.fights).await?;
     }
     if options.conflicts {
         report.conflicts = Some(behaviour::conflict_storms(ctx, session, b).await?);

@@ -248,6 +248,75 @@ async fn each_write_pair(
 
 /// Hot loops of `session`.
 pub async fn hot_loops(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<HotLoop>, QueryError> {
+    let (loops, _) = hot_loops_and_fights(ctx, session, o, true, false).await?;
+    Ok(loops.unwrap_or_default())
+}
+
+/// Fights of `session`.
+pub async fn fights(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<Fight>, QueryError> {
+    let (_, fights) = hot_loops_and_fights(ctx, session, o, false, true).await?;
+    Ok(fights.unwrap_or_default())
+}
+
+/// Hot loops and fights of `session`, those asked for. Both compare consecutive versions of their
+/// objects: one pass over the writes of all their objects together serves both (the pass reads
+/// response objects and is most of their cost).
+pub async fn hot_loops_and_fights(
+    ctx: &SessionContext,
+    session: &str,
+    o: &BehaviourOptions,
+    want_hot_loops: bool,
+    want_fights: bool,
+) -> Result<(Option<Vec<HotLoop>>, Option<Vec<Fight>>), QueryError> {
+    let mut loops = if want_hot_loops { hot_loop_rows(ctx, session, o).await? } else { Vec::new() };
+    let candidates = if want_fights { fight_candidates(ctx, session, o).await? } else { Vec::new() };
+
+    let mut loops_by_object: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, hot) in loops.iter().enumerate() {
+        loops_by_object.entry(object_key(&hot.kind, &hot.namespace, &hot.name)).or_default().push(i);
+    }
+    let fight_keys: BTreeSet<String> = candidates.iter().map(|c| object_key(&c.kind, &c.namespace, &c.name)).collect();
+    let keys: BTreeSet<String> = loops_by_object.keys().cloned().chain(fight_keys.iter().cloned()).collect();
+
+    let mut fields: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); loops.len()];
+    let mut trackers: HashMap<String, FlipTracker> = HashMap::new();
+    each_write_pair(ctx, session, &keys, |key, before, after| {
+        for &i in loops_by_object.get(key).map_or(&[][..], Vec::as_slice) {
+            classify_pair(&mut loops[i], &mut fields[i], before, after);
+        }
+        if fight_keys.contains(key) {
+            trackers.entry(key.to_owned()).or_default().pair(before, after);
+        }
+    })
+    .await?;
+    for (hot, fields) in loops.iter_mut().zip(fields) {
+        finish_classification(hot, fields);
+    }
+
+    let mut flipping: HashMap<String, (Vec<FlippingField>, Vec<String>)> =
+        trackers.into_iter().map(|(key, tracker)| (key, tracker.finish())).collect();
+    let mut fights = Vec::new();
+    for c in candidates {
+        let Some((fields, actors)) = flipping.remove(&object_key(&c.kind, &c.namespace, &c.name)) else { continue };
+        if fields.is_empty() {
+            continue;
+        }
+        fights.push(Fight {
+            kind: c.kind,
+            namespace: c.namespace,
+            name: c.name,
+            actors,
+            turns: c.turns,
+            fields,
+            first_at: format_time(c.first_us),
+            last_at: format_time(c.last_us),
+        });
+    }
+    Ok((want_hot_loops.then_some(loops), want_fights.then_some(fights)))
+}
+
+/// The `hot_loops` view's rows for `session`, not yet classified.
+async fn hot_loop_rows(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<HotLoop>, QueryError> {
     let sql = for_session(
         HOT_LOOPS,
         &[("hot_window_seconds", o.hot_window_s), ("hot_writes", o.hot_writes)],
@@ -284,21 +353,6 @@ pub async fn hot_loops(ctx: &SessionContext, session: &str, o: &BehaviourOptions
                 recurring_fields: Vec::new(),
             });
         }
-    }
-    let mut by_object: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, hot) in loops.iter().enumerate() {
-        by_object.entry(object_key(&hot.kind, &hot.namespace, &hot.name)).or_default().push(i);
-    }
-    let keys = by_object.keys().cloned().collect();
-    let mut fields: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); loops.len()];
-    each_write_pair(ctx, session, &keys, |key, before, after| {
-        for &i in by_object.get(key).map_or(&[][..], Vec::as_slice) {
-            classify_pair(&mut loops[i], &mut fields[i], before, after);
-        }
-    })
-    .await?;
-    for (hot, fields) in loops.iter_mut().zip(fields) {
-        finish_classification(hot, fields);
     }
     Ok(loops)
 }
@@ -337,8 +391,22 @@ fn finish_classification(hot: &mut HotLoop, fields: BTreeMap<String, u64>) {
     hot.recurring_fields = recurring;
 }
 
-/// Fights of `session`.
-pub async fn fights(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<Fight>, QueryError> {
+/// An object the `fight_candidates` view names: actors took turns writing it.
+struct FightCandidate {
+    kind: String,
+    namespace: String,
+    name: String,
+    turns: u64,
+    first_us: i64,
+    last_us: i64,
+}
+
+/// The `fight_candidates` view's rows for `session`.
+async fn fight_candidates(
+    ctx: &SessionContext,
+    session: &str,
+    o: &BehaviourOptions,
+) -> Result<Vec<FightCandidate>, QueryError> {
     let sql = for_session(
         FIGHT_CANDIDATES,
         &[("hot_window_seconds", o.hot_window_s), ("fight_turns", o.fight_turns)],
@@ -351,42 +419,17 @@ pub async fn fights(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -
         let turns = Ints::of(&batch, "turns")?;
         let (first, last) = (Micros::of(&batch, "first_at")?, Micros::of(&batch, "last_at")?);
         for row in 0..batch.num_rows() {
-            candidates.push((
-                kind.text(row),
-                ns.text(row),
-                name.text(row),
-                turns.get(row).unwrap_or(0).max(0) as u64,
-                first.get(row).unwrap_or(0),
-                last.get(row).unwrap_or(0),
-            ));
+            candidates.push(FightCandidate {
+                kind: kind.text(row),
+                namespace: ns.text(row),
+                name: name.text(row),
+                turns: turns.get(row).unwrap_or(0).max(0) as u64,
+                first_us: first.get(row).unwrap_or(0),
+                last_us: last.get(row).unwrap_or(0),
+            });
         }
     }
-    let keys = candidates.iter().map(|(kind, ns, name, ..)| object_key(kind, ns, name)).collect();
-    let mut trackers: HashMap<String, FlipTracker> = HashMap::new();
-    each_write_pair(ctx, session, &keys, |key, before, after| {
-        trackers.entry(key.to_owned()).or_default().pair(before, after);
-    })
-    .await?;
-    let mut flipping: HashMap<String, (Vec<FlippingField>, Vec<String>)> =
-        trackers.into_iter().map(|(key, tracker)| (key, tracker.finish())).collect();
-    let mut fights = Vec::new();
-    for (kind, namespace, name, turns, first, last) in candidates {
-        let Some((fields, actors)) = flipping.remove(&object_key(&kind, &namespace, &name)) else { continue };
-        if fields.is_empty() {
-            continue;
-        }
-        fights.push(Fight {
-            kind,
-            namespace,
-            name,
-            actors,
-            turns,
-            fields,
-            first_at: format_time(first),
-            last_at: format_time(last),
-        });
-    }
-    Ok(fights)
+    Ok(candidates)
 }
 
 /// One field's history on one object: who set it last, how often it changed hands, its values.

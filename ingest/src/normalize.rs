@@ -6,6 +6,7 @@
 //! carry a body of another type, so their kind comes from the resource.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
 
 use kubestep_schemas::OperationRecord;
 use kubestep_schemas::audit::{Event, ObjectHead};
@@ -182,7 +183,7 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
         let json = raw?.get();
         // Secrets can also travel inside other objects (a generic `List` of them, say): any object
         // that names the kind is redacted too.
-        let carries_secret = is_secret || memchr::memmem::find(json.as_bytes(), b"\"Secret\"").is_some();
+        let carries_secret = is_secret || SECRET_KIND.find(json.as_bytes()).is_some();
         let json: Cow<'a, str> = if carries_secret { Cow::Owned(redact_secret(json)) } else { Cow::Borrowed(json) };
         Some(match truncate_object(&json, config.max_object_bytes) {
             Some(stub) => Cow::Owned(stub),
@@ -227,6 +228,10 @@ pub fn normalize<'a>(event: Event<'a>, config: &NormalizeConfig) -> Result<Norma
         annotations: event.annotations.map(|raw| Cow::Borrowed(raw.get())),
     })))
 }
+
+/// Finds `"Secret"` in an object's text; built once (a finder per call costs more than the search).
+static SECRET_KIND: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"\"Secret\""));
 
 fn non_empty(value: Option<Cow<'_, str>>) -> Option<Cow<'_, str>> {
     value.filter(|v| !v.is_empty())

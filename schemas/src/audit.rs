@@ -318,8 +318,20 @@ impl<'de, 's> serde::de::Visitor<'de> for HeadSeed<'s, 'de> {
                 }
                 "apiVersion" => self.out.api_version = map.next_value::<Option<Text<'de>>>()?.map(|t| t.0),
                 "metadata" => {
-                    self.out.metadata = map.next_value()?;
-                    seen_metadata = true;
+                    // Everything a head needs precedes `managedFields` in the API server's own
+                    // encoding, and `managedFields` is often the largest part of `metadata`: once
+                    // the kind is known, reading may stop there (see `MetaSeed`).
+                    let may_stop = seen_kind && self.out.kind.as_deref() != Some("Status");
+                    let mut stopped = false;
+                    let seed = MetaSeed { out: &mut self.out.metadata, may_stop, stopped: &mut stopped };
+                    match map.next_value_seed(seed) {
+                        Ok(()) => seen_metadata = true,
+                        Err(_) if stopped => {
+                            *self.complete = true;
+                            return Err(serde::de::Error::custom(HEAD_COMPLETE));
+                        }
+                        Err(err) => return Err(err),
+                    }
                 }
                 "details" => self.out.details = map.next_value()?,
                 _ => {
@@ -329,6 +341,69 @@ impl<'de, 's> serde::de::Visitor<'de> for HeadSeed<'s, 'de> {
             if seen_kind && seen_metadata && self.out.kind.as_deref() != Some("Status") {
                 *self.complete = true;
                 return Err(serde::de::Error::custom(HEAD_COMPLETE));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads an object's `metadata` into an [`ObjectMeta`]. With `may_stop`, reading ends at
+/// `managedFields` when `uid` and `resourceVersion` have already been seen: the API server writes
+/// `managedFields` last (after `ownerReferences` and `generation`), so nothing the head needs can
+/// follow. Metadata whose keys come in another order (sorted by a log pipeline, say, where
+/// `managedFields` precedes `uid`) is read to its end. Stopping is reported through `stopped` and
+/// an error, which the caller turns into a complete head.
+struct MetaSeed<'s, 'a> {
+    out: &'s mut Option<ObjectMeta<'a>>,
+    may_stop: bool,
+    stopped: &'s mut bool,
+}
+
+impl<'de, 's> serde::de::DeserializeSeed<'de> for MetaSeed<'s, 'de> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de, 's> serde::de::Visitor<'de> for MetaSeed<'s, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("object metadata")
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let meta = self.out.insert(ObjectMeta::default());
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+            let text = |map: &mut A| Ok::<_, A::Error>(map.next_value::<Option<Text<'de>>>()?.map(|t| t.0));
+            match key.as_ref() {
+                "name" => meta.name = text(&mut map)?,
+                "namespace" => meta.namespace = text(&mut map)?,
+                "uid" => meta.uid = text(&mut map)?,
+                "resourceVersion" => meta.resource_version = text(&mut map)?,
+                "generation" => meta.generation = map.next_value()?,
+                "ownerReferences" => meta.owner_references = map.next_value()?,
+                "managedFields" if self.may_stop && meta.uid.is_some() && meta.resource_version.is_some() => {
+                    *self.stopped = true;
+                    return Err(serde::de::Error::custom(HEAD_COMPLETE));
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
             }
         }
         Ok(())
@@ -381,6 +456,29 @@ mod tests {
                 .unwrap();
         assert_eq!(late_kind.kind.as_deref(), Some("ConfigMap"));
         assert!(ObjectHead::parse("[1,2]").is_none());
+        // The API server's order: `managedFields` last, so reading stops there (the rest is never
+        // scanned, here not even valid); in another order every key is read.
+        let go_order = ObjectHead::parse(r#"{"kind":"Pod","metadata":{"uid":"u","resourceVersion":"7","ownerReferences":[{"uid":"o"}],"managedFields":[{"#).unwrap();
+        let meta = go_order.metadata.unwrap();
+        assert_eq!((meta.uid.as_deref(), meta.owner_references.unwrap()[0].uid.as_deref()), (Some("u"), Some("o")));
+        let sorted = ObjectHead::parse(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"generation":3,"managedFields":[{"manager":"m"}],"name":"p","ownerReferences":[{"uid":"o"}],"resourceVersion":"7","uid":"u"},"spec":{}}"#).unwrap();
+        let meta = sorted.metadata.unwrap();
+        assert_eq!(
+            (
+                meta.generation,
+                meta.uid.as_deref(),
+                meta.resource_version.as_deref(),
+                meta.owner_references.map(|o| o.len())
+            ),
+            (Some(3), Some("u"), Some("7"), Some(1))
+        );
+        // Without the kind first, metadata is read whole so that the kind after it is still found.
+        let kind_last = ObjectHead::parse(
+            r#"{"metadata":{"uid":"u","resourceVersion":"7","managedFields":[],"name":"n"},"kind":"Pod"}"#,
+        )
+        .unwrap();
+        assert_eq!((kind_last.kind.as_deref(), kind_last.metadata.unwrap().name.as_deref()), (Some("Pod"), Some("n")));
+        assert!(ObjectHead::parse(r#"{"kind":"Pod","metadata":null}"#).unwrap().metadata.is_none());
         assert!(ObjectHead::parse(r#"{"kind":"Pod","metadata":{"name":5}}"#).is_none());
     }
 }

@@ -86,6 +86,13 @@ impl Deduplicator {
         Ok(new)
     }
 
+    /// Remembers `keys` as already stored, for events stored where this de-duplicator cannot list
+    /// them (a recording in object storage, read through the query engine).
+    pub fn preload(&mut self, keys: impl IntoIterator<Item = u128>) {
+        self.seen.extend(keys);
+        self.rotate_if_full();
+    }
+
     /// Changes the window (`None`: remember everything from now on).
     pub fn set_window(&mut self, window: Option<usize>) {
         self.window = window.map(|w| w.max(1));

@@ -35,5 +35,5 @@ pub mod verify;
 pub mod wal;
 pub mod writer;
 
-pub use pipeline::{IngestConfig, IngestError, IngestStats, Ingestor, random_writer_id};
+pub use pipeline::{IngestConfig, IngestError, IngestStats, Ingestor, StoredElsewhere, random_writer_id};
 pub use prepare::{LinePreparer, PreparedBatch, prepare};

@@ -125,6 +125,17 @@ struct Partition {
     bytes: usize,
 }
 
+/// What a recording kept somewhere else already holds, for an ingestor that writes into a local
+/// staging directory whose files are then uploaded (a recording in object storage): the events it
+/// must not store again, and the automatic sessions new events may continue.
+#[derive(Debug, Default)]
+pub struct StoredElsewhere {
+    /// The de-duplication key ([`crate::dedup::dedup_key`]) of every stored event.
+    pub keys: Vec<u128>,
+    /// Every stored automatic session with its first and latest `completed_at` (microseconds).
+    pub auto_sessions: Vec<(String, i64, i64)>,
+}
+
 /// One writer's pipeline into a recording directory.
 pub struct Ingestor {
     config: IngestConfig,
@@ -182,6 +193,19 @@ impl Ingestor {
             failure: None,
             config,
         }
+    }
+
+    /// Takes into account what the recording holds outside this ingestor's directory (see
+    /// [`StoredElsewhere`]): those events count as duplicates, and their automatic sessions are
+    /// continued as if their files were local.
+    pub fn with_stored_elsewhere(mut self, stored: StoredElsewhere) -> Self {
+        self.dedup.preload(stored.keys);
+        if self.config.session.is_none() {
+            for (name, first, latest) in stored.auto_sessions {
+                self.sessions.resume(name, first, latest);
+            }
+        }
+        self
     }
 
     /// The settings this ingestor runs with (inputs prepared elsewhere must use its `normalize`).

@@ -14,6 +14,8 @@ use datafusion::scalar::ScalarValue;
 use kubestep_schemas::schema::columns;
 use kubestep_schemas::{file_schema, partition_fields};
 
+use kubestep_schemas::location::{RecordingLocation, RemoteRecording};
+
 /// The name of the table of operations.
 pub const OPERATIONS_TABLE: &str = "operations";
 
@@ -118,27 +120,15 @@ fn is_vanished_file(e: &DataFusionError) -> bool {
 /// The listing-files cache is off, so files written after the context was created (by a running
 /// ingest service) are seen by the next query.
 pub async fn open_recording(root: &Path) -> Result<SessionContext, QueryError> {
-    let operations = root.join("operations");
-    if !operations.is_dir() {
-        let reason = if root.is_dir() {
-            "it has no operations/ directory (import or record something first)".to_owned()
-        } else {
-            "the directory does not exist".to_owned()
-        };
-        return Err(QueryError::NoRecording { path: root.to_owned(), reason });
-    }
-    let has_sessions = std::fs::read_dir(&operations)
-        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("session_id=")))
-        .unwrap_or(false);
-    if !has_sessions {
-        return Err(QueryError::NoRecording {
-            path: root.to_owned(),
-            reason: "it holds no operations yet (import or record something first)".to_owned(),
-        });
-    }
-    let absolute = std::path::absolute(&operations)
-        .map_err(|e| QueryError::NoRecording { path: root.to_owned(), reason: e.to_string() })?;
-    let url = ListingTableUrl::parse(format!("{}/", absolute.display()))?;
+    let no_recording = |reason: String| QueryError::NoRecording { path: root.to_owned(), reason };
+    let location = RecordingLocation::parse(root).map_err(|e| no_recording(e.to_string()))?;
+    let (url, remote) = match &location {
+        RecordingLocation::Local(root) => (local_operations_url(root)?, None),
+        RecordingLocation::Remote(remote) => {
+            check_remote_recording(remote).await.map_err(no_recording)?;
+            (ListingTableUrl::parse(remote.url_of("operations"))?, Some(remote))
+        }
+    };
 
     // Sorts and aggregations share a bounded pool and spill to temporary files past it (the fair
     // pool gives each spilling operator an equal share, so one sort cannot starve the others).
@@ -163,6 +153,9 @@ pub async fn open_recording(root: &Path) -> Result<SessionContext, QueryError> {
     options.optimizer.repartition_windows = false;
     apply_environment(options)?;
     let ctx = SessionContext::new_with_config_rt(config, runtime);
+    if let Some(remote) = remote {
+        ctx.register_object_store(&remote.store_url, remote.store.clone());
+    }
 
     let partition_cols = partition_fields().into_iter().map(|f| (f.name().clone(), f.data_type().clone())).collect();
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
@@ -181,6 +174,46 @@ pub async fn open_recording(root: &Path) -> Result<SessionContext, QueryError> {
     ctx.register_table(OPERATIONS_TABLE, Arc::new(table))?;
     crate::views::register(&ctx).await?;
     Ok(ctx)
+}
+
+/// The URL of a local recording's `operations` directory, after checking that it holds sessions.
+fn local_operations_url(root: &Path) -> Result<ListingTableUrl, QueryError> {
+    let no_recording = |reason: &str| QueryError::NoRecording { path: root.to_owned(), reason: reason.to_owned() };
+    let operations = root.join("operations");
+    if !operations.is_dir() {
+        return Err(no_recording(if root.is_dir() {
+            "it has no operations/ directory (import or record something first)"
+        } else {
+            "the directory does not exist"
+        }));
+    }
+    let has_sessions = std::fs::read_dir(&operations)
+        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("session_id=")))
+        .unwrap_or(false);
+    if !has_sessions {
+        return Err(no_recording("it holds no operations yet (import or record something first)"));
+    }
+    let absolute = std::path::absolute(&operations).map_err(|e| no_recording(&e.to_string()))?;
+    Ok(ListingTableUrl::parse(format!("{}/", absolute.display()))?)
+}
+
+/// Checks that a recording in object storage holds sessions: one listing of `operations/`, which
+/// also surfaces a wrong bucket, endpoint or credentials as one clear line.
+async fn check_remote_recording(remote: &RemoteRecording) -> Result<(), String> {
+    let operations = remote.path_of("operations");
+    let listing = remote
+        .store
+        .list_with_delimiter(Some(&operations))
+        .await
+        .map_err(|e| format!("listing it: {}", kubestep_schemas::location::store_error_line(&e)))?;
+    let has_sessions =
+        listing.common_prefixes.iter().any(|p| p.filename().is_some_and(|name| name.starts_with("session_id=")));
+    if has_sessions {
+        Ok(())
+    } else {
+        Err("it holds no operations (nothing under operations/session_id=...; import or record something first)"
+            .to_owned())
+    }
 }
 
 /// Overrides DataFusion settings with the `DATAFUSION_*` environment variables that are set, named

@@ -25,7 +25,7 @@ pub fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
     if let Some(session) = &args.session {
         validate_session_name(session)?;
     }
-    let root = &args.data.data;
+    let root = args.data.local("compact")?;
     if !root.join("operations").is_dir() {
         anyhow::bail!("no recording at {}: it has no operations/ directory", root.display());
     }

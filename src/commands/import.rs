@@ -7,7 +7,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kubestep_ingest::import::{STDIN, import_input};
 use kubestep_ingest::{IngestConfig, IngestStats, Ingestor, random_writer_id};
 
+use anyhow::Context;
+use kubestep_schemas::location::RecordingLocation;
+
 use super::recording::RecordingArgs;
+use super::remote::Staging;
 use crate::DataDir;
 
 /// How many rejections the summary lists before pointing at the log.
@@ -37,8 +41,18 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         idle_gap_us: recording.idle_gap_us,
         ..IngestConfig::default()
     };
-    let root = &args.data.data;
-    let mut ingestor = Ingestor::new(root, &random_writer_id(), config);
+    // A recording in object storage is written through a local staging directory (see `remote`).
+    let writer_id = random_writer_id();
+    let (mut ingestor, staging) = match RecordingLocation::parse(&args.data.data)? {
+        RecordingLocation::Local(dir) => (Ingestor::new(&dir, &writer_id, config), None),
+        RecordingLocation::Remote(remote) => {
+            let stored = crate::block_on(super::remote::stored_state(&args.data.data))
+                .with_context(|| format!("reading what {} already holds", remote.url))?;
+            let staging = Staging::create(&writer_id)?;
+            let ingestor = Ingestor::new(staging.dir(), &writer_id, config).with_stored_elsewhere(stored);
+            (ingestor, Some((staging, remote)))
+        }
+    };
 
     let total: u64 = args
         .files
@@ -75,26 +89,42 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         }
         done_bytes += consumed;
     }
-    // Whatever stopped the run, what was accepted is written out before reporting.
-    let rejected_log = ingestor.rejected_log().clone();
+    // Whatever stopped the run, what was accepted is written out (and uploaded) before reporting.
+    let rejected_log = match &staging {
+        Some((dir, remote)) => match ingestor.rejected_log().strip_prefix(dir.dir()) {
+            Ok(relative) => format!("{}/{}", remote.url, relative.to_string_lossy()),
+            Err(_) => ingestor.rejected_log().display().to_string(),
+        },
+        None => ingestor.rejected_log().display().to_string(),
+    };
+    let staged_in = staging.as_ref().map(|(dir, _)| dir.dir().display().to_string());
     let finished = ingestor.finish();
     bar.finish_and_clear();
+    let uploaded = match staging {
+        Some((staging, remote)) if finished.is_ok() => crate::block_on(staging.finish(&remote)).map(drop),
+        _ => Ok(()),
+    };
     let (stats, _files) = match (stopped, finished) {
         (None, Ok(done)) => done,
         (Some(e), Ok((stats, _))) => {
             print_summary(&args, &stats, &rejected_log);
+            uploaded?;
             return Err(e.context("the import stopped early; the records counted above as stored are kept"));
         }
         (_, Err(e)) => {
-            return Err(anyhow::Error::new(e)
-                .context("writing the imported records failed; files written before this point are kept"));
+            let kept = match staged_in {
+                Some(dir) => format!("files written before this point are kept in {dir} (not uploaded)"),
+                None => "files written before this point are kept".to_owned(),
+            };
+            return Err(anyhow::Error::new(e).context(format!("writing the imported records failed; {kept}")));
         }
     };
+    uploaded?;
     print_summary(&args, &stats, &rejected_log);
     Ok(if stats.rejected > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-fn print_summary(args: &ImportArgs, stats: &IngestStats, rejected_log: &std::path::Path) {
+fn print_summary(args: &ImportArgs, stats: &IngestStats, rejected_log: &str) {
     let n = args.files.len();
     println!("imported {n} input{} into {}", if n == 1 { "" } else { "s" }, args.data.data.display());
     println!("  events read       {:>9}", stats.events_read);
@@ -130,6 +160,6 @@ fn print_summary(args: &ImportArgs, stats: &IngestStats, rejected_log: &std::pat
         if stats.rejected > listed {
             println!("  ... and {} more", stats.rejected - listed);
         }
-        println!("every rejection, with the text that was rejected: {}", rejected_log.display());
+        println!("every rejection, with the text that was rejected: {rejected_log}");
     }
 }

@@ -7,6 +7,7 @@ pub mod compact;
 pub mod demo;
 pub mod import;
 pub mod recording;
+pub mod remote;
 pub mod replay;
 pub mod report;
 pub mod serve;

@@ -107,7 +107,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.max_connections == 0 {
         bail!("--max-connections must be at least 1");
     }
-    let mut config = ServeConfig::new(PathBuf::from(&args.data.data));
+    let mut config = ServeConfig::new(PathBuf::from(args.data.local("serve")?));
     config.listen = args.listen;
     config.normalize = recording.normalize;
     config.session = recording.session;

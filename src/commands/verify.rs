@@ -18,7 +18,7 @@ pub struct VerifyArgs {
 
 /// Verifies; exit 1 when an error was found (notices alone are fine).
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let report = verify(&args.data.data)?;
+    let report = verify(args.data.local("verify")?)?;
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => {

@@ -5,9 +5,12 @@
 //! commands that only work on a directory refuse a URL instead of creating a directory named like it.
 
 mod common;
+#[path = "common/server.rs"]
+mod server;
 
 use common::s3::S3Server;
 use common::{import, kubestep, sample_files, simulate, text};
+use server::{TestServer, event_list, synthetic_event};
 
 /// Runs the same command against the local directory and the bucket; both must succeed with the
 /// same standard output.
@@ -168,4 +171,143 @@ fn import_into_a_bucket_stores_what_a_directory_stores_once_and_continues_its_se
         .filter(|e| e.file_name().to_string_lossy().starts_with("kubestep-import-"))
         .count();
     assert_eq!(staged, 0, "staging directories left in the temporary directory");
+}
+
+/// The Parquet files left in a spool directory.
+fn spooled_files(spool: &std::path::Path) -> usize {
+    let operations = spool.join("operations");
+    if !operations.exists() {
+        return 0;
+    }
+    common::all_files(&operations).iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count()
+}
+
+#[test]
+fn serve_records_into_a_bucket_through_its_spool_and_loses_nothing_when_killed() {
+    let s3 = S3Server::start("live");
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let url = s3.url("cluster");
+    let count = |sql: &str| -> u64 {
+        let output = s3.kubestep(&["sql", sql, "-d", &url, "--format", "csv"]);
+        assert!(output.status.success(), "{:?}", text(&output));
+        text(&output).0.lines().nth(1).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    };
+
+    let mut service = TestServer::start_remote(&url, &spool, &s3.env(), &["--flush-interval", "1h"]);
+    assert_eq!(service.post("/sessions", br#"{"name":"rollout"}"#).0, 201);
+    let batch = event_list(&(0..30).map(|n| synthetic_event(&format!("r-{n}"), n)).collect::<Vec<_>>());
+    assert_eq!(service.post("/audit", &batch).0, 200);
+    // Stopping the session writes and uploads its files: the bucket answers at once.
+    let stop = kubestep(&["session", "stop", "rollout", "--server", &service.base], None);
+    assert!(stop.status.success(), "{:?}", text(&stop));
+    assert_eq!(count("SELECT count(*) FROM operations WHERE session_id = 'rollout'"), 30);
+
+    // Acknowledged batches survive a kill -9: the WAL on the spool is replayed, the files it left
+    // are uploaded once, and nothing is stored twice.
+    let more = event_list(&(100..160).map(|n| synthetic_event(&format!("k-{n}"), n)).collect::<Vec<_>>());
+    assert_eq!(service.post("/audit", &more).0, 200);
+    service.kill();
+    let mut restarted = TestServer::start_remote(&url, &spool, &s3.env(), &["--flush-interval", "1h"]);
+    assert!(restarted.log().contains("replayed the write-ahead log"), "{}", restarted.log());
+    assert_eq!(restarted.terminate(), Some(0), "{}", restarted.log());
+    assert_eq!(count("SELECT count(*) FROM operations WHERE audit_id LIKE 'k-%'"), 60);
+    assert_eq!(count("SELECT count(*) FROM operations"), 90);
+    assert_eq!(count("SELECT count(*) - count(DISTINCT audit_id) FROM operations"), 0);
+    // After a clean stop nothing waits in the spool: every file is in the bucket.
+    assert_eq!(spooled_files(&spool), 0);
+}
+
+#[test]
+fn two_replicas_record_one_session_into_one_bucket_and_its_chains_cross_them() {
+    let s3 = S3Server::start("fleet");
+    let tmp = tempfile::tempdir().unwrap();
+    let url = s3.url("prod");
+    let (log, truth) = simulate(tmp.path(), "rollout", "21", &[]);
+    let lines: Vec<String> = std::fs::read_to_string(&log).unwrap().lines().map(str::to_owned).collect();
+
+    let flags = ["--flush-interval", "1h"];
+    let mut a = TestServer::start_remote(&url, &tmp.path().join("spool-a"), &s3.env(), &flags);
+    let mut b = TestServer::start_remote(&url, &tmp.path().join("spool-b"), &s3.env(), &flags);
+    assert_eq!(a.post("/sessions", br#"{"name":"rollout"}"#).0, 201);
+    // The other replica follows the registry in the bucket within about a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !b.get("/sessions").1.contains(r#""active":"rollout""#) {
+        assert!(std::time::Instant::now() < deadline, "replica b never saw the session: {}", b.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (status, refused) = b.post("/sessions", br#"{"name":"other"}"#);
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused.contains("rollout"), "{refused}");
+
+    // The stream split by batch between the replicas, both posting at once. Small batches, so that
+    // consecutive steps of a chain land on different replicas.
+    const BATCH: usize = 3;
+    let batches: Vec<Vec<u8>> = lines.chunks(BATCH).map(event_list).collect();
+    std::thread::scope(|scope| {
+        for (replica, parity) in [(&a, 0), (&b, 1)] {
+            let batches = &batches;
+            scope.spawn(move || {
+                for batch in batches.iter().skip(parity).step_by(2) {
+                    assert_eq!(replica.post("/audit", batch).0, 200);
+                }
+            });
+        }
+    });
+    // Stopped through b: a learns it from the registry and writes its part too.
+    let stop = kubestep(&["session", "stop", "rollout", "--server", &b.base], None);
+    assert!(stop.status.success(), "{:?}", text(&stop));
+    assert_eq!(a.terminate(), Some(0), "{}", a.log());
+    assert_eq!(b.terminate(), Some(0), "{}", b.log());
+
+    // Every event once, in one session, from both replicas' files.
+    let local = tmp.path().join("local");
+    assert!(import(&local, &[&log], &["-q", "--session", "rollout"]).status.success());
+    let local_arg = local.display().to_string();
+    let everything =
+        "SELECT session_id, audit_id, stage, verb, resource_version FROM operations ORDER BY audit_id, stage";
+    same_answer(&s3, &local_arg, &url, &["sql", everything, "--format", "csv"]);
+    let (listing, _) = text(&s3.kubestep(&["sql", "SELECT count(*) FROM operations", "-d", &url, "--format", "csv"]));
+    assert!(listing.lines().nth(1).is_some_and(|n| n.trim().parse::<u64>().unwrap_or(0) > 100), "{listing}");
+
+    // The chains the scenario holds run across the replicas' halves.
+    let output = s3.kubestep(&[
+        "analyze",
+        "causality",
+        "--session",
+        "rollout",
+        "-d",
+        &url,
+        "--format",
+        "json",
+        "--chains",
+        "100",
+    ]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let chains = common::report_chains(&report);
+    let expected = common::truth_chains(&truth);
+    assert!(!expected.is_empty());
+    for chain in &expected {
+        assert!(common::holds_chain(&chains, chain), "{chain:?} not in {chains:?}");
+    }
+    // Neither replica's half alone holds them all: the chains found cross the halves.
+    for parity in [0, 1] {
+        let half: Vec<String> = lines.chunks(BATCH).skip(parity).step_by(2).flatten().cloned().collect();
+        let half_log = tmp.path().join(format!("half-{parity}.log"));
+        std::fs::write(&half_log, half.join("\n")).unwrap();
+        let dir = tmp.path().join(format!("half-{parity}"));
+        assert!(import(&dir, &[&half_log], &["-q", "--session", "rollout"]).status.success());
+        let d = dir.display().to_string();
+        let output = kubestep(
+            &["analyze", "causality", "--session", "rollout", "-d", &d, "--format", "json", "--chains", "100"],
+            None,
+        );
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let half_chains = common::report_chains(&report);
+        assert!(
+            expected.iter().any(|chain| !common::holds_chain(&half_chains, chain)),
+            "half {parity} alone holds every chain"
+        );
+    }
 }

@@ -31,6 +31,7 @@ pub mod redact;
 pub mod rejected;
 pub mod server;
 pub mod session;
+pub mod upload;
 pub mod verify;
 pub mod wal;
 pub mod writer;

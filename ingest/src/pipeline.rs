@@ -128,7 +128,7 @@ struct Partition {
 /// What a recording kept somewhere else already holds, for an ingestor that writes into a local
 /// staging directory whose files are then uploaded (a recording in object storage): the events it
 /// must not store again, and the automatic sessions new events may continue.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct StoredElsewhere {
     /// The de-duplication key ([`crate::dedup::dedup_key`]) of every stored event.
     pub keys: Vec<u128>,

@@ -46,7 +46,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let (mut ingestor, staging) = match RecordingLocation::parse(&args.data.data)? {
         RecordingLocation::Local(dir) => (Ingestor::new(&dir, &writer_id, config), None),
         RecordingLocation::Remote(remote) => {
-            let stored = crate::block_on(super::remote::stored_state(&args.data.data))
+            let stored = crate::block_on(super::remote::stored_state(&args.data.data, true))
                 .with_context(|| format!("reading what {} already holds", remote.url))?;
             let staging = Staging::create(&writer_id)?;
             let ingestor = Ingestor::new(staging.dir(), &writer_id, config).with_stored_elsewhere(stored);
@@ -101,7 +101,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let finished = ingestor.finish();
     bar.finish_and_clear();
     let uploaded = match staging {
-        Some((staging, remote)) if finished.is_ok() => crate::block_on(staging.finish(&remote)).map(drop),
+        Some((staging, remote)) if finished.is_ok() => staging.finish(&remote).map(drop),
         _ => Ok(()),
     };
     let (stats, _files) = match (stopped, finished) {

@@ -3,7 +3,8 @@
 //! The ingest pipeline writes files into a directory; for a recording at `s3://...` (or `gs://`,
 //! `az://`) that directory is a private staging directory, and each file is uploaded once it is
 //! complete, under the same relative path, with a create-only put (a file name is never written
-//! twice: names carry the writer's random id). Before the import, the stored events' keys and
+//! twice: names carry the writer's random id; the ingest crate's `Uploader` does it, as it does
+//! for `kubestep serve`). Before the import, the stored events' keys and
 //! automatic sessions are read from the recording through the query engine, so events already in
 //! the bucket count as duplicates and sessions continue across imports exactly as they do in a
 //! directory. If an upload fails, the staging directory is kept and named, so nothing accepted is
@@ -17,13 +18,13 @@ use datafusion::arrow::datatypes::Int64Type;
 use futures::StreamExt;
 use kubestep_ingest::StoredElsewhere;
 use kubestep_ingest::dedup::batch_keys;
+use kubestep_ingest::upload::Uploader;
 use kubestep_query::QueryError;
-use kubestep_schemas::location::{RemoteRecording, store_error_line};
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use kubestep_schemas::location::RemoteRecording;
 
-/// Reads what the recording at `url` already holds: every stored event's de-duplication key and
-/// the automatic sessions' spans. An empty or new prefix holds nothing.
-pub async fn stored_state(url: &Path) -> anyhow::Result<StoredElsewhere> {
+/// Reads what the recording at `url` already holds: the automatic sessions' spans and, with
+/// `keys`, every stored event's de-duplication key. An empty or new prefix holds nothing.
+pub async fn stored_state(url: &Path, keys: bool) -> anyhow::Result<StoredElsewhere> {
     let ctx = match kubestep_query::open_recording(url).await {
         Ok(ctx) => ctx,
         Err(QueryError::NoRecording { reason, .. }) if reason.contains("holds no operations") => {
@@ -32,11 +33,13 @@ pub async fn stored_state(url: &Path) -> anyhow::Result<StoredElsewhere> {
         Err(e) => return Err(e.into()),
     };
     let mut stored = StoredElsewhere::default();
-    let keys = "SELECT audit_id, stage, received_at, verb, request_uri FROM operations";
-    let mut stream = ctx.sql(keys).await?.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        batch_keys(&batch, |key| stored.keys.push(key)).map_err(|e| anyhow::anyhow!("reading stored keys: {e}"))?;
+    if keys {
+        let keys = "SELECT audit_id, stage, received_at, verb, request_uri FROM operations";
+        let mut stream = ctx.sql(keys).await?.execute_stream().await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            batch_keys(&batch, |key| stored.keys.push(key)).map_err(|e| anyhow::anyhow!("reading stored keys: {e}"))?;
+        }
     }
     let sessions = "SELECT session_id, CAST(min(completed_at) AS BIGINT), CAST(max(completed_at) AS BIGINT) \
                     FROM operations WHERE starts_with(session_id, 'auto-') GROUP BY session_id";
@@ -75,47 +78,24 @@ impl Staging {
     /// Uploads every file the import wrote (Parquet files and the rejected-events log) to the
     /// same relative paths under `remote`, then removes the staging directory. Returns how many
     /// files were uploaded.
-    pub async fn finish(self, remote: &RemoteRecording) -> anyhow::Result<usize> {
-        let mut files = Vec::new();
-        collect_files(&self.dir, &mut files)
-            .with_context(|| format!("listing the staging directory {}", self.dir.display()))?;
-        files.sort();
-        let keep = |e: anyhow::Error| {
-            e.context(format!(
+    pub fn finish(self, remote: &RemoteRecording) -> anyhow::Result<usize> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .context("starting the upload runtime")?;
+        let mut uploader = Uploader::new(&self.dir, remote.clone(), runtime.handle().clone());
+        uploader.adopt_everything();
+        let uploaded = uploader.upload_waiting().map_err(|e| {
+            anyhow::Error::new(e).context(format!(
                 "uploading to {} failed; every file not yet uploaded is kept in {}",
                 remote.url,
                 self.dir.display()
             ))
-        };
-        let mut uploaded = 0;
-        for file in files {
-            let relative =
-                file.strip_prefix(&self.dir).map_err(|e| keep(e.into()))?.to_string_lossy().replace('\\', "/");
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display())).map_err(keep)?;
-            let target = remote.path_of(&relative);
-            let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-            remote
-                .store
-                .put_opts(&target, PutPayload::from(bytes), options)
-                .await
-                .map_err(|e| keep(anyhow::anyhow!("{}/{relative}: {}", remote.url, store_error_line(&e))))?;
-            std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display())).map_err(keep)?;
-            uploaded += 1;
-        }
+        })?;
+        uploader.wal_emptied();
         std::fs::remove_dir_all(&self.dir)
             .with_context(|| format!("removing the staging directory {}", self.dir.display()))?;
         Ok(uploaded)
     }
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            collect_files(&path, out)?;
-        } else {
-            out.push(path);
-        }
-    }
-    Ok(())
 }

@@ -291,7 +291,12 @@ async fn ui_session(
         let live = is_live(&report);
         Ok(render_html(&report, live.then_some(LIVE_REFRESH_SECONDS)).map(|page| {
             let page = Bytes::from(page);
-            if !live && let Ok(mut pages) = ui.finished.lock() {
+            // No local files (a recording in object storage): nothing to tell a changed session
+            // by, so its page is not kept.
+            if !live
+                && !files.is_empty()
+                && let Ok(mut pages) = ui.finished.lock()
+            {
                 pages.insert(&session, files, page.clone());
             }
             page

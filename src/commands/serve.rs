@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use kubestep_ingest::server::auth::TlsFiles;
 use kubestep_ingest::server::{DEFAULT_DEDUP_WINDOW, ServeConfig, Server};
+use kubestep_schemas::location::RecordingLocation;
 
 use super::recording::RecordingArgs;
 use crate::DataDir;
@@ -18,6 +19,10 @@ use crate::DataDir;
 pub struct ServeArgs {
     #[command(flatten)]
     data: DataDir,
+    /// With `-d` naming a bucket (s3://, gs://, az://): the local directory that holds the
+    /// write-ahead log and the files waiting for their upload (a volume of this replica's own).
+    #[arg(long, value_name = "DIR", default_value = "./kubestep-spool")]
+    spool: PathBuf,
     /// Address to listen on. A non-loopback address needs TLS and authentication, or --insecure.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9443")]
     listen: SocketAddr,
@@ -107,7 +112,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.max_connections == 0 {
         bail!("--max-connections must be at least 1");
     }
-    let mut config = ServeConfig::new(PathBuf::from(args.data.local("serve")?));
+    let location = RecordingLocation::parse(&args.data.data)?;
+    let mut config = ServeConfig::new(match &location {
+        RecordingLocation::Local(dir) => dir.clone(),
+        RecordingLocation::Remote(_) => args.spool.clone(),
+    });
     config.listen = args.listen;
     config.normalize = recording.normalize;
     config.session = recording.session;
@@ -136,7 +145,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
-        let data = config.data.clone();
+        // What the service reads back (`/ui`) is the recording, wherever it is; what it writes
+        // locally is `config.data` (the recording itself, or the spool of a bucket).
+        let data = args.data.data.clone();
+        if let RecordingLocation::Remote(remote) = location {
+            // Automatic sessions continue across restarts and replicas as they do in a directory.
+            let stored = super::remote::stored_state(&data, false)
+                .await
+                .with_context(|| format!("reading the sessions {} holds", remote.url))?;
+            config.stored_elsewhere = Some(stored);
+            config.upload_to = Some(remote);
+        }
         let shutdown = shutdown_signal()?;
         let server = Server::bind(config).await?.with_ui(super::report::ui_router(data.clone()));
         let addr = server.local_addr()?;

@@ -142,3 +142,24 @@ pub fn simulate(dir: &Path, scenario: &str, seed: &str, extra: &[&str]) -> (Path
     let truth = std::fs::read_to_string(&truth).unwrap_or_else(|e| panic!("reading {}: {e}", truth.display()));
     (out, serde_json::from_str(&truth).expect("the truth is JSON"))
 }
+
+/// The actors of every chain in an `analyze causality --format json` report, in order.
+pub fn report_chains(report: &serde_json::Value) -> Vec<Vec<String>> {
+    let chains = report["chains"].as_array().expect("the report has chains");
+    chains.iter().map(|c| strings(&c["actors"])).collect()
+}
+
+/// The chains of a simulator's ground truth (each a list of actors).
+pub fn truth_chains(truth: &serde_json::Value) -> Vec<Vec<String>> {
+    truth["chains"].as_array().expect("the truth has chains").iter().map(strings).collect()
+}
+
+/// Whether `chain` runs, in order, inside one of `chains`.
+pub fn holds_chain(chains: &[Vec<String>], chain: &[String]) -> bool {
+    chains.iter().any(|c| c.windows(chain.len()).any(|w| w == chain))
+}
+
+fn strings(value: &serde_json::Value) -> Vec<String> {
+    let items = value.as_array().expect("an array of strings");
+    items.iter().map(|a| a.as_str().expect("a string").to_owned()).collect()
+}

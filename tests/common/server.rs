@@ -25,11 +25,26 @@ impl TestServer {
 
     /// Like [`start`](Self::start) on another listen address.
     pub fn start_with_listen(data: &Path, listen: &str, extra: &[&str]) -> Self {
-        let stderr_log = data.with_extension("stderr.log");
+        let data = data.display().to_string();
+        let mut args = vec!["serve", "-d", &data, "--listen", listen];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, &[], Path::new(&data).with_extension("stderr.log"))
+    }
+
+    /// Starts `kubestep serve -d URL --spool SPOOL --listen 127.0.0.1:0 EXTRA...` with `env` (a
+    /// recording in object storage).
+    pub fn start_remote(url: &str, spool: &Path, env: &[(&'static str, String)], extra: &[&str]) -> Self {
+        let spool_arg = spool.display().to_string();
+        let mut args = vec!["serve", "-d", url, "--spool", &spool_arg, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, env, spool.with_extension("stderr.log"))
+    }
+
+    fn spawn(args: &[&str], env: &[(&'static str, String)], stderr_log: PathBuf) -> Self {
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&stderr_log).expect("stderr log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_kubestep"))
-            .args(["serve", "-d", &data.display().to_string(), "--listen", listen])
-            .args(extra)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

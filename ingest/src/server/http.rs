@@ -419,7 +419,7 @@ async fn start_session(State(state): State<AppState>, body: Bytes) -> Response {
     if let Err(e) = validate_session_name(&request.name) {
         return error(StatusCode::BAD_REQUEST, e.to_string());
     }
-    match s.sessions.start(&request.name) {
+    match s.sessions.start(&request.name).await {
         Ok(()) => {
             tracing::info!(session = %request.name, "session started");
             (StatusCode::CREATED, Json(json!({ "name": request.name, "active": true }))).into_response()
@@ -432,7 +432,7 @@ async fn start_session(State(state): State<AppState>, body: Bytes) -> Response {
 /// `POST /sessions/{name}/stop`: end the session and write its records to Parquet before answering.
 async fn stop_session(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let s = &state.inner;
-    match s.sessions.stop(&name) {
+    match s.sessions.stop(&name).await {
         Ok(true) => {}
         Ok(false) => {
             let active = s.sessions.current();
@@ -460,7 +460,11 @@ async fn stop_session(State(state): State<AppState>, Path(name): Path<String>) -
 async fn list_sessions(State(state): State<AppState>) -> Response {
     let s = &state.inner;
     let active = s.sessions.current();
-    let mut names = s.layout.stored_sessions();
+    let mut names = match s.sessions.stored_sessions().await {
+        Some(Ok(names)) => names,
+        Some(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+        None => s.layout.stored_sessions(),
+    };
     if let Some(active) = &active
         && !names.iter().any(|n| n == active.as_ref())
     {

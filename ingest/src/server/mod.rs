@@ -10,6 +10,7 @@ pub mod auth;
 pub mod connections;
 pub mod http;
 pub mod metrics;
+pub mod registry;
 pub mod sessions;
 pub mod storage;
 
@@ -24,11 +25,14 @@ use tokio::sync::Semaphore;
 
 use crate::layout::Layout;
 use crate::normalize::NormalizeConfig;
-use crate::pipeline::{IngestConfig, Ingestor};
+use crate::pipeline::{IngestConfig, Ingestor, StoredElsewhere};
 use crate::session::DEFAULT_IDLE_GAP_US;
+use crate::upload::Uploader;
 use crate::wal::{self, Wal};
 use crate::writer::create_dir_durably;
+use kubestep_schemas::location::RemoteRecording;
 use metrics::Metrics;
+use registry::SessionRegistry;
 use sessions::ActiveSession;
 use storage::{FlushPolicy, Storage};
 
@@ -70,6 +74,11 @@ pub struct ServeConfig {
     pub writer_id: Option<String>,
     /// Timeouts and limits every connection is served under.
     pub connections: connections::ConnectionLimits,
+    /// The recording in object storage that `data` is the spool of: every finished file is
+    /// uploaded there, and removed locally once the WAL no longer holds its records.
+    pub upload_to: Option<RemoteRecording>,
+    /// What that recording already holds (its automatic sessions are continued).
+    pub stored_elsewhere: Option<StoredElsewhere>,
 }
 
 impl ServeConfig {
@@ -90,6 +99,8 @@ impl ServeConfig {
             dedup_window: DEFAULT_DEDUP_WINDOW,
             writer_id: None,
             connections: connections::ConnectionLimits::default(),
+            upload_to: None,
+            stored_elsewhere: None,
         }
     }
 }
@@ -177,6 +188,15 @@ impl Server {
                 .map_err(|e| ServeError::Storage(e.to_string()))??
         };
         log_recovery(&report);
+        if sessions.is_shared() {
+            // Replicas share the named session through the bucket: `serve --session` claims it
+            // there, otherwise this replica adopts whatever is active, then keeps following it.
+            match &config.session {
+                Some(name) => sessions.start(name).await.map_err(|e| ServeError::Config(e.to_string()))?,
+                None => drop(sessions.refresh().await.map_err(|e| ServeError::Storage(e.to_string()))?),
+            }
+            tokio::spawn(follow_registry(sessions.clone(), storage.clone()));
+        }
         let queue_permits = (config.max_queue_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS);
         let state = http::AppState {
             inner: Arc::new(http::Shared {
@@ -253,8 +273,11 @@ fn start_storage(
     let layout = Layout::new(&config.data);
     create_dir_durably(layout.root()).map_err(|e| storage_err(&e))?;
     let mut report = RecoveryReport { removed_temp_files: remove_temp_files(&layout), ..RecoveryReport::default() };
-    let sessions =
-        Arc::new(ActiveSession::load(&layout.wal_dir(), config.session.clone()).map_err(|e| storage_err(&e))?);
+    let mut sessions = ActiveSession::load(&layout.wal_dir(), config.session.clone()).map_err(|e| storage_err(&e))?;
+    if let Some(remote) = &config.upload_to {
+        sessions = sessions.with_registry(SessionRegistry::new(remote.clone()));
+    }
+    let sessions = Arc::new(sessions);
     let writer_id = config.writer_id.clone().unwrap_or_else(crate::random_writer_id);
     let ingest_config = IngestConfig {
         normalize: config.normalize.clone(),
@@ -270,6 +293,16 @@ fn start_storage(
         retry_failed_writes: true,
     };
     let mut ingestor = Ingestor::new(layout.root(), &writer_id, ingest_config);
+    if let Some(stored) = &config.stored_elsewhere {
+        ingestor = ingestor.with_stored_elsewhere(stored.clone());
+    }
+    // Files a previous run wrote but may not have uploaded are uploaded first (again, if they were:
+    // the same file already there counts as uploaded); they stay until the WAL is trimmed.
+    let mut uploader = config.upload_to.clone().map(|remote| {
+        let mut uploader = Uploader::new(layout.root(), remote, tokio::runtime::Handle::current());
+        uploader.adopt_local_files();
+        uploader
+    });
     let mut failure = None;
     let recovery = wal::recover(&layout.wal_dir(), |entry| {
         if failure.is_some() {
@@ -295,20 +328,67 @@ fn start_storage(
     report.records = ingestor.stats().records_accepted;
     report.duplicates = ingestor.stats().duplicates;
     let mut replayed_through = recovery.segments.last().copied();
-    if let Some(last) = replayed_through {
-        match ingestor.flush_all() {
-            Ok(()) => {
-                wal::remove_segments_through(&layout.wal_dir(), last).map_err(|e| storage_err(&e))?;
-                replayed_through = None;
-            }
-            Err(e) => tracing::error!(error = %e, "could not store the replayed records yet; keeping the WAL"),
+    let flushed = match replayed_through {
+        Some(_) => ingestor.flush_all().map_err(|e| e.to_string()),
+        None => Ok(()),
+    };
+    let written = ingestor.drain_written();
+    let uploaded = match (&mut uploader, flushed) {
+        (Some(uploader), Ok(())) => {
+            written.into_iter().for_each(|file| uploader.add(file.path));
+            uploader.upload_waiting().map(drop).map_err(|e| e.to_string())
         }
+        (_, flushed) => flushed,
+    };
+    match (replayed_through, uploaded) {
+        (Some(last), Ok(())) => {
+            wal::remove_segments_through(&layout.wal_dir(), last).map_err(|e| storage_err(&e))?;
+            replayed_through = None;
+            if let Some(uploader) = &mut uploader {
+                uploader.wal_emptied();
+            }
+        }
+        (None, Ok(())) => {
+            if let Some(uploader) = &mut uploader {
+                uploader.wal_emptied();
+            }
+        }
+        (_, Err(e)) => tracing::error!(error = %e, "could not store the replayed records yet; keeping the WAL"),
     }
     ingestor.set_dedup_window(Some(config.dedup_window));
     let wal = Wal::create(&layout.wal_dir()).map_err(|e| storage_err(&e))?;
-    let storage =
-        Storage::start(wal, ingestor, replayed_through, config.flush, metrics).map_err(|e| storage_err(&e))?;
+    let storage = Storage::start(wal, ingestor, replayed_through, uploader, config.flush, metrics)
+        .map_err(|e| storage_err(&e))?;
     Ok((storage, sessions, report))
+}
+
+/// Follows the shared session registry: every [`registry::FOLLOW_INTERVAL`], adopts the active
+/// session it names; when another replica stopped the session this one was recording, writes
+/// (and uploads) that session's buffered records, so a stopped session is whole in the bucket
+/// within about a second on every replica.
+async fn follow_registry(sessions: Arc<ActiveSession>, storage: Storage) {
+    let mut failing = false;
+    loop {
+        tokio::time::sleep(registry::FOLLOW_INTERVAL).await;
+        match sessions.refresh().await {
+            Ok(Some(previous)) => {
+                tracing::info!(session = ?sessions.current(), "the shared session registry changed");
+                if let Some(previous) = previous
+                    && let Err(e) = storage.flush_session(previous.to_string()).await
+                {
+                    tracing::warn!(session = %previous, error = %e, "could not write a stopped session's records yet");
+                }
+                failing = false;
+            }
+            Ok(None) => failing = false,
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot read the shared session registry; keeping the last session it named");
+                }
+                failing = true;
+            }
+        }
+    }
 }
 
 /// Removes the hidden temporary files (`.<name>.tmp`) that an interrupted Parquet write leaves.

@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use super::metrics::Metrics;
 use crate::pipeline::Ingestor;
 use crate::prepare::PreparedBatch;
+use crate::upload::Uploader;
 use crate::wal::{self, Wal, WalError};
 
 /// A segment is sealed once it holds this many bytes, even before the flush interval.
@@ -119,6 +120,7 @@ impl Storage {
         wal: Wal,
         ingestor: Ingestor,
         replayed_through: Option<u64>,
+        uploader: Option<Uploader>,
         policy: FlushPolicy,
         metrics: Arc<Metrics>,
     ) -> Result<Self, WalError> {
@@ -142,6 +144,7 @@ impl Storage {
                 ingestor,
                 wal_dir: wal_dir.clone(),
                 sealed: replayed_through,
+                uploader,
                 pinned: false,
                 policy,
                 metrics,
@@ -354,6 +357,9 @@ struct WriterLoop {
     wal_dir: PathBuf,
     /// The newest sealed segment whose entries have all been committed.
     sealed: Option<u64>,
+    /// For a recording in object storage: uploads each written file before the WAL segments that
+    /// hold its records may go.
+    uploader: Option<Uploader>,
     /// Set when a committed batch may not be fully buffered (a commit failed): from then on no WAL
     /// segment is deleted, and the next start replays them.
     pinned: bool,
@@ -394,6 +400,9 @@ impl WriterLoop {
                 Ok(WriterMessage::FlushSession { name, reply }) => {
                     let started = Instant::now();
                     let result = self.ingestor.flush_session(&name).map_err(|e| e.to_string());
+                    // A stopped session is queryable at once, in the bucket too.
+                    self.log_written();
+                    let result = result.and_then(|()| self.upload().map_err(|(_, e)| e));
                     self.metrics.flush.observe(started.elapsed());
                     self.publish();
                     let _ = reply.send(result);
@@ -401,7 +410,13 @@ impl WriterLoop {
                 Ok(WriterMessage::Shutdown { last_segment, reply }) => {
                     self.sealed = Some(last_segment);
                     let result = match self.flush_all() {
-                        true => Ok(()),
+                        true => {
+                            // Every segment is gone: every record is in an uploaded file.
+                            if let Some(uploader) = &mut self.uploader {
+                                uploader.wal_emptied();
+                            }
+                            Ok(())
+                        }
                         false => Err("could not write every buffered record; the WAL is kept and will be \
                                       replayed at the next start"
                             .to_owned()),
@@ -431,20 +446,23 @@ impl WriterLoop {
         self.last_flush = Instant::now();
         self.publish();
         self.log_written();
+        let result = result.map_err(|e| (e.is_storage_full(), e.to_string())).and_then(|()| self.upload());
         match result {
             Ok(()) => {
                 if self.failing_since.take().is_some() {
                     tracing::info!("flushing works again; accepting batches");
                 }
                 self.storage_full.store(false, Relaxed);
-                if let Some(last) = self.sealed.take().filter(|_| !self.pinned) {
-                    remove_segments(&self.wal_dir, last);
+                if let Some(last) = self.sealed.take().filter(|_| !self.pinned)
+                    && remove_segments(&self.wal_dir, last)
+                    && let Some(uploader) = &mut self.uploader
+                {
+                    uploader.wal_trimmed();
                 }
                 true
             }
-            Err(e) => {
+            Err((full, e)) => {
                 self.metrics.flush_failures.fetch_add(1, Relaxed);
-                let full = e.is_storage_full();
                 if self.failing_since.is_none() {
                     tracing::error!(error = %e, storage_full = full, "flush failed; records stay buffered and in the WAL");
                 }
@@ -468,19 +486,38 @@ impl WriterLoop {
         m.buffered_records.store(self.ingestor.buffered_records() as u64, Relaxed);
     }
 
-    /// Logs the files the last flush made visible.
+    /// Logs the files the last flush made visible (and queues them for upload).
     fn log_written(&mut self) {
         for file in self.ingestor.drain_written() {
             tracing::debug!(path = %file.path.display(), rows = file.rows, "stored");
+            if let Some(uploader) = &mut self.uploader {
+                uploader.add(file.path);
+            }
         }
+    }
+
+    /// Uploads the files waiting for it, if the recording is in object storage.
+    fn upload(&mut self) -> Result<(), (bool, String)> {
+        let Some(uploader) = &mut self.uploader else { return Ok(()) };
+        let started = Instant::now();
+        let uploaded = uploader.upload_waiting().map_err(|e| (false, e.to_string()))?;
+        if uploaded > 0 {
+            tracing::debug!(files = uploaded, elapsed = ?started.elapsed(), url = %uploader.remote().url, "uploaded");
+        }
+        Ok(())
     }
 }
 
-fn remove_segments(dir: &Path, last: u64) {
+/// Removes the WAL segments through `last`; says whether that worked.
+fn remove_segments(dir: &Path, last: u64) -> bool {
     match wal::remove_segments_through(dir, last) {
-        Ok(n) => tracing::debug!(segments = n, through = last, "removed WAL segments now in Parquet"),
+        Ok(n) => {
+            tracing::debug!(segments = n, through = last, "removed WAL segments now in Parquet");
+            true
+        }
         Err(e) => {
-            tracing::warn!(error = %e, "could not remove WAL segments; they will be replayed (and skipped as duplicates) at the next start")
+            tracing::warn!(error = %e, "could not remove WAL segments; they will be replayed (and skipped as duplicates) at the next start");
+            false
         }
     }
 }

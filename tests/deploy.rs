@@ -199,21 +199,23 @@ fn the_manifests_are_valid_kubernetes_objects() {
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{Namespace, Service};
     use k8s_openapi::api::networking::v1::NetworkPolicy;
-    let text = deploy("kubestep.yaml");
-    let mut kinds = Vec::new();
-    for document in serde_norway::Deserializer::from_str(&text) {
-        let doc = Value::deserialize(document).unwrap();
-        let kind = doc["kind"].as_str().unwrap().to_owned();
-        match kind.as_str() {
-            "Namespace" => round_trip::<Namespace>(&doc),
-            "Service" => round_trip::<Service>(&doc),
-            "StatefulSet" => round_trip::<StatefulSet>(&doc),
-            "NetworkPolicy" => round_trip::<NetworkPolicy>(&doc),
-            other => panic!("unexpected kind {other}"),
+    for file in ["kubestep.yaml", "kubestep-replicas.yaml"] {
+        let mut kinds = Vec::new();
+        for document in serde_norway::Deserializer::from_str(&deploy(file)) {
+            let doc = Value::deserialize(document).unwrap();
+            let kind = doc["kind"].as_str().unwrap().to_owned();
+            match kind.as_str() {
+                "Namespace" => round_trip::<Namespace>(&doc),
+                "Service" => round_trip::<Service>(&doc),
+                "StatefulSet" => round_trip::<StatefulSet>(&doc),
+                "NetworkPolicy" => round_trip::<NetworkPolicy>(&doc),
+                other => panic!("{file}: unexpected kind {other}"),
+            }
+            kinds.push(kind);
         }
-        kinds.push(kind);
+        assert_eq!(kinds, ["Namespace", "Service", "StatefulSet", "NetworkPolicy"], "{file}");
     }
-    assert_eq!(kinds, ["Namespace", "Service", "StatefulSet", "NetworkPolicy"]);
+    let text = deploy("kubestep.yaml");
     // The webhook kubeconfig points at the Service's fixed ClusterIP and port.
     let service: Service = serde_norway::Deserializer::from_str(&text)
         .filter_map(|d| Value::deserialize(d).ok())
@@ -223,4 +225,36 @@ fn the_manifests_are_valid_kubernetes_objects() {
     let spec = service.spec.unwrap();
     let endpoint = format!("https://{}:{}/audit", spec.cluster_ip.unwrap(), spec.ports.unwrap()[0].port);
     assert!(deploy("webhook-kubeconfig.yaml").contains(&endpoint), "{endpoint}");
+}
+
+#[test]
+fn the_replicas_record_into_a_bucket_through_a_spool_volume_each() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let statefulset: StatefulSet = serde_norway::Deserializer::from_str(&deploy("kubestep-replicas.yaml"))
+        .filter_map(|d| Value::deserialize(d).ok())
+        .find(|d| d["kind"] == "StatefulSet")
+        .map(|d| serde_json::from_value(d).unwrap())
+        .unwrap();
+    let spec = statefulset.spec;
+    assert!(spec.replicas.unwrap() > 1);
+    let pod = spec.template.spec.unwrap();
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap();
+    let flag = |name: &str| args.iter().find_map(|a| a.strip_prefix(&format!("--{name}="))).map(str::to_owned);
+    let data = flag("data").unwrap();
+    assert!(data.starts_with("s3://"), "{data}");
+    // The flags are the binary's own: `serve --help` lists each one.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_kubestep")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for arg in args.iter().skip(1) {
+        let name = arg.split('=').next().unwrap();
+        assert!(help.contains(name), "serve has no {name}");
+    }
+    // The spool is a volume claimed per replica, mounted where --spool points.
+    let spool = flag("spool").unwrap();
+    let mount = container.volume_mounts.as_ref().unwrap().iter().find(|m| m.mount_path == spool).unwrap();
+    let claims = spec.volume_claim_templates.unwrap();
+    assert!(claims.iter().any(|c| c.metadata.name.as_deref() == Some(mount.name.as_str())));
+    // Bucket credentials come from a Secret through the environment.
+    assert!(container.env_from.as_ref().unwrap().iter().any(|e| e.secret_ref.is_some()));
 }

@@ -103,6 +103,13 @@ impl Uploader {
     pub fn upload_waiting(&mut self) -> Result<usize, UploadError> {
         let mut done = 0;
         while let Some(path) = self.waiting.first().cloned() {
+            if !path.exists() {
+                // Removed by hand, or already uploaded and removed by an earlier run: nothing to
+                // send, and it must not block the files behind it.
+                tracing::warn!(path = %path.display(), "a file waiting for upload is gone; skipping it");
+                self.waiting.remove(0);
+                continue;
+            }
             self.upload(&path)?;
             self.waiting.remove(0);
             self.uploaded.push(path);

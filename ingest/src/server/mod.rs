@@ -193,7 +193,13 @@ impl Server {
             // there, otherwise this replica adopts whatever is active, then keeps following it.
             match &config.session {
                 Some(name) => sessions.start(name).await.map_err(|e| ServeError::Config(e.to_string()))?,
-                None => drop(sessions.refresh().await.map_err(|e| ServeError::Storage(e.to_string()))?),
+                None => {
+                    if let Err(e) = sessions.refresh().await {
+                        // The registry is followed from here on; until it answers, the session
+                        // this replica last knew stands.
+                        tracing::warn!(error = %e, "cannot read the shared session registry yet");
+                    }
+                }
             }
             tokio::spawn(follow_registry(sessions.clone(), storage.clone()));
         }
@@ -332,12 +338,13 @@ fn start_storage(
         Some(_) => ingestor.flush_all().map_err(|e| e.to_string()),
         None => Ok(()),
     };
+    // Files a partly failed flush did write are queued too: they leave the WAL's care later.
     let written = ingestor.drain_written();
+    if let Some(uploader) = &mut uploader {
+        written.into_iter().for_each(|file| uploader.add(file.path));
+    }
     let uploaded = match (&mut uploader, flushed) {
-        (Some(uploader), Ok(())) => {
-            written.into_iter().for_each(|file| uploader.add(file.path));
-            uploader.upload_waiting().map(drop).map_err(|e| e.to_string())
-        }
+        (Some(uploader), Ok(())) => uploader.upload_waiting().map(drop).map_err(|e| e.to_string()),
         (_, flushed) => flushed,
     };
     match (replayed_through, uploaded) {

@@ -37,6 +37,9 @@ pub struct ActiveSession {
     state_file: PathBuf,
     name: RwLock<Option<Arc<str>>>,
     registry: Option<SessionRegistry>,
+    /// Held across a registry read or change and its adoption here, so a refresh that read the
+    /// registry before a start or stop cannot adopt its older answer after it.
+    changing: tokio::sync::Mutex<()>,
 }
 
 impl ActiveSession {
@@ -44,7 +47,7 @@ impl ActiveSession {
     pub fn load(wal_dir: &Path, forced: Option<String>) -> Result<Self, StartError> {
         let state_file = wal_dir.join(FILE_NAME);
         let stored = fs::read_to_string(&state_file).ok().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
-        let this = Self { state_file, name: RwLock::new(None), registry: None };
+        let this = Self { state_file, name: RwLock::new(None), registry: None, changing: tokio::sync::Mutex::new(()) };
         let name = forced.or(stored);
         if let Some(name) = &name {
             this.save(Some(name))?;
@@ -73,6 +76,7 @@ impl ActiveSession {
     /// Starts recording into `name`. Starting the session already active is not an error.
     pub async fn start(&self, name: &str) -> Result<(), StartError> {
         if let Some(registry) = &self.registry {
+            let _changing = self.changing.lock().await;
             return match registry.start(name).await.map_err(StartError::Registry)? {
                 Change::Busy(active) => Err(StartError::Busy(active)),
                 Change::Done | Change::NotActive(_) => self.adopt(Some(name)).map(drop),
@@ -92,6 +96,7 @@ impl ActiveSession {
     /// Ends `name` if it is the active session; says whether it was.
     pub async fn stop(&self, name: &str) -> Result<bool, StartError> {
         if let Some(registry) = &self.registry {
+            let _changing = self.changing.lock().await;
             return match registry.stop(name).await.map_err(StartError::Registry)? {
                 Change::Done => self.adopt(None).map(|_| true),
                 Change::NotActive(active) => self.adopt(active.as_deref()).map(|_| false),
@@ -112,6 +117,7 @@ impl ActiveSession {
     /// out: another replica stopped it).
     pub async fn refresh(&self) -> Result<Option<Option<Arc<str>>>, StartError> {
         let Some(registry) = &self.registry else { return Ok(None) };
+        let _changing = self.changing.lock().await;
         let (active, _) = registry.read().await.map_err(StartError::Registry)?;
         self.adopt(active.as_deref())
     }

@@ -150,6 +150,7 @@ impl Storage {
                 metrics,
                 storage_full: storage_full.clone(),
                 last_flush: Instant::now(),
+                trimmed: false,
                 failing_since: None,
             };
             std::thread::Builder::new()
@@ -368,6 +369,9 @@ struct WriterLoop {
     storage_full: Arc<AtomicBool>,
     last_flush: Instant,
     failing_since: Option<Instant>,
+    /// Whether the last flush removed the WAL segments it was asked to (what lets a shutdown drop
+    /// the uploaded files' local copies).
+    trimmed: bool,
 }
 
 impl WriterLoop {
@@ -411,8 +415,11 @@ impl WriterLoop {
                     self.sealed = Some(last_segment);
                     let result = match self.flush_all() {
                         true => {
-                            // Every segment is gone: every record is in an uploaded file.
-                            if let Some(uploader) = &mut self.uploader {
+                            // Every segment is gone: every record is in an uploaded file. (When the
+                            // WAL is kept, the local copies stay for its replay to find.)
+                            if self.trimmed
+                                && let Some(uploader) = &mut self.uploader
+                            {
                                 uploader.wal_emptied();
                             }
                             Ok(())
@@ -453,11 +460,14 @@ impl WriterLoop {
                     tracing::info!("flushing works again; accepting batches");
                 }
                 self.storage_full.store(false, Relaxed);
+                self.trimmed = false;
                 if let Some(last) = self.sealed.take().filter(|_| !self.pinned)
                     && remove_segments(&self.wal_dir, last)
-                    && let Some(uploader) = &mut self.uploader
                 {
-                    uploader.wal_trimmed();
+                    self.trimmed = true;
+                    if let Some(uploader) = &mut self.uploader {
+                        uploader.wal_trimmed();
+                    }
                 }
                 true
             }

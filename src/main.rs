@@ -54,6 +54,16 @@ impl DataDir {
     }
 }
 
+/// Where a query command's SQL runs, for the commands that can run it on a cluster.
+#[derive(clap::Args, Clone)]
+struct EngineArg {
+    /// Run the SQL here (`local`) or on an Apache DataFusion Ballista 55 cluster through its
+    /// scheduler (`ballista://HOST:PORT`, port 50050 when left out). The cluster's executors read
+    /// the recording themselves: give a bucket URL they can reach, or a path they all share.
+    #[arg(long = "engine", env = "KUBESTEP_ENGINE", default_value = "local", value_name = "ENGINE")]
+    engine: kubestep_query::Engine,
+}
+
 /// Output of the reporting commands.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum OutputFormat {
@@ -73,6 +83,11 @@ fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Resul
 /// Opens the recording for reading (never creates anything).
 async fn open(data: &DataDir) -> anyhow::Result<datafusion::prelude::SessionContext> {
     Ok(kubestep_query::open_recording(&data.data).await?)
+}
+
+/// Opens the recording for reading, its SQL running on the engine asked for.
+async fn open_on(data: &DataDir, engine: &EngineArg) -> anyhow::Result<datafusion::prelude::SessionContext> {
+    Ok(kubestep_query::open_recording_on(&data.data, &engine.engine).await?)
 }
 
 #[derive(Subcommand)]

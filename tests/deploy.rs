@@ -8,6 +8,9 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
+#[path = "common/ballista.rs"]
+mod ballista;
+
 fn deploy(file: &str) -> String {
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned());
     let path = Path::new(&dir).join("deploy").join(file);
@@ -257,4 +260,45 @@ fn the_replicas_record_into_a_bucket_through_a_spool_volume_each() {
     assert!(claims.iter().any(|c| c.metadata.name.as_deref() == Some(mount.name.as_str())));
     // Bucket credentials come from a Secret through the environment.
     assert!(container.env_from.as_ref().unwrap().iter().any(|e| e.secret_ref.is_some()));
+}
+
+#[test]
+fn the_ballista_cluster_runs_the_stock_binaries_with_their_own_flags() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+    let mut deployments = Vec::new();
+    for document in serde_norway::Deserializer::from_str(&deploy("ballista.yaml")) {
+        let doc = Value::deserialize(document).unwrap();
+        match doc["kind"].as_str().unwrap() {
+            "Namespace" => round_trip::<Namespace>(&doc),
+            "Service" => round_trip::<Service>(&doc),
+            "Deployment" => {
+                round_trip::<Deployment>(&doc);
+                deployments.push(serde_json::from_value::<Deployment>(doc).unwrap());
+            }
+            other => panic!("ballista.yaml: unexpected kind {other}"),
+        }
+    }
+    assert_eq!(deployments.len(), 2, "a scheduler and the executors");
+    // The image is built from the same release the tests run against.
+    let dockerfile = deploy("ballista.Dockerfile");
+    assert!(dockerfile.contains("ballista-scheduler@55.0.0 ballista-executor@55.0.0"));
+    let ci = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/test")).unwrap();
+    assert!(ci.contains("ballista-scheduler@55.0.0 ballista-executor@55.0.0"));
+    let bin = ballista::binaries();
+    for deployment in deployments {
+        let pod = deployment.spec.template.spec.unwrap();
+        let container = &pod.containers[0];
+        let program = container.command.as_ref().unwrap()[0].clone();
+        assert!(program == "ballista-scheduler" || program == "ballista-executor", "{program}");
+        // Every flag is one the binary knows (its --help lists it).
+        let help = std::process::Command::new(bin.join(&program)).arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        for arg in container.args.as_ref().unwrap() {
+            let name = arg.split('=').next().unwrap();
+            assert!(help.contains(name), "{program} has no {name}");
+        }
+        // Both read the bucket with the recording's credentials.
+        assert!(container.env_from.as_ref().unwrap().iter().any(|e| e.secret_ref.is_some()), "{program}");
+    }
 }

@@ -103,10 +103,13 @@ fn a_missing_recording_bucket_or_session_is_one_clear_line_and_urls_are_never_ta
     assert!(server.upload(&data, "r") > 0);
     fails(&["analyze", "nope", "-d", &server.url("r")], "no session \"nope\"");
 
-    // Commands that only work on a directory refuse a URL (and create nothing named after it).
+    // Commands that only work on a directory refuse a URL, and verify says an empty prefix holds no
+    // recording; neither creates anything named after the URL.
     let cwd = tempfile::tempdir().unwrap();
     let url = server.url("w");
-    for command in ["compact", "verify"] {
+    for (command, expected) in
+        [("compact", "works on a local directory"), ("verify", "s3://empty/w is not a KubeStep recording")]
+    {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubestep"))
             .args([command, "-d", &url])
             .envs(server.env())
@@ -115,9 +118,58 @@ fn a_missing_recording_bucket_or_session_is_one_clear_line_and_urls_are_never_ta
             .unwrap();
         let (_, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(1), "{command}: {stderr}");
-        assert!(stderr.contains("works on a local directory"), "{command}: {stderr}");
+        assert!(stderr.contains(expected), "{command}: {stderr}");
         assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "{command} created files");
     }
+}
+
+#[test]
+fn verify_reads_every_file_in_a_bucket_and_finds_what_it_finds_in_a_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("recording");
+    let (log, _) = simulate(tmp.path(), "mixed", "5", &["--events", "2000"]);
+    assert!(import(&data, &[&log], &["-q", "--session", "s"]).status.success());
+    let server = S3Server::start("checks");
+    assert!(server.upload(&data, "ok") > 0);
+
+    let report = |output: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{:?}", text(output)))
+    };
+    let local = kubestep(&["verify", "-d", data.to_str().unwrap(), "--format", "json"], None);
+    assert!(local.status.success(), "{:?}", text(&local));
+    let remote = server.kubestep(&["verify", "-d", &server.url("ok"), "--format", "json"]);
+    assert!(remote.status.success(), "{:?}", text(&remote));
+    let (local, remote) = (report(&local), report(&remote));
+    for field in ["files", "rows", "sessions"] {
+        assert_eq!(remote[field], local[field], "{field}");
+    }
+    assert!(local["rows"].as_u64().unwrap() > 1000);
+    assert_eq!(remote["findings"], serde_json::json!([]));
+    let text_out = server.kubestep(&["verify", "-d", &server.url("ok")]);
+    assert!(String::from_utf8_lossy(&text_out.stdout).contains("ok: the recording is consistent"));
+
+    // A second copy of a file under another name, and a file that is not Parquet: both errors,
+    // named by their URL.
+    let parquet = common::all_files(&data.join("operations"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .unwrap();
+    let partition = parquet.parent().unwrap();
+    let copy = tmp.path().join("copy");
+    std::fs::create_dir_all(copy.join(partition.strip_prefix(&data).unwrap())).unwrap();
+    let relative = partition.strip_prefix(&data).unwrap();
+    std::fs::copy(&parquet, copy.join(relative).join("zz-copy-1.parquet")).unwrap();
+    std::fs::write(copy.join(relative).join("zz-garbage-1.parquet"), b"not parquet").unwrap();
+    assert_eq!(server.upload(&copy, "ok"), 2);
+    let output = server.kubestep(&["verify", "-d", &server.url("ok")]);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let twice = format!("error: {}/zz-copy-1.parquet: ", server.url(&format!("ok/{}", relative.display())));
+    assert!(stdout.contains(&twice) && stdout.contains("events stored more than once"), "{stdout}");
+    let garbage =
+        format!("error: {}/zz-garbage-1.parquet: cannot be read", server.url(&format!("ok/{}", relative.display())));
+    assert!(stdout.contains(&garbage), "{stdout}");
+    assert!(stdout.contains("2 errors"), "{stdout}");
 }
 
 #[test]

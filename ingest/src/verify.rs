@@ -9,6 +9,10 @@
 //!
 //! Findings are errors (data is damaged, missing or stored twice) or notices (states the service
 //! repairs by itself at its next start, such as a torn WAL tail or a temporary file).
+//!
+//! A recording in object storage (`s3://BUCKET/PREFIX`, ...) gets the same checks of its files, each
+//! fetched whole, one at a time; it has no WAL and no compaction staging there (those stay on the
+//! writer's local volume), so those checks are skipped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -17,7 +21,11 @@ use std::path::{Path, PathBuf};
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::file::reader::ChunkReader;
+use futures::TryStreamExt;
+use kubestep_schemas::location::{RecordingLocation, RemoteRecording, store_error_line};
 use kubestep_schemas::schema::{columns, file_schema};
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 
 use crate::dedup::batch_keys;
@@ -98,10 +106,42 @@ pub enum VerifyError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The location is not one a recording can be at (an unsupported URL scheme, say).
+    #[error("{0}")]
+    Location(String),
+    /// The object store could not be listed.
+    #[error("listing {url}: {reason}")]
+    ListStore {
+        /// The prefix listed.
+        url: String,
+        /// The store's answer, on one line.
+        reason: String,
+    },
 }
 
-/// Checks the recording at `root`.
+/// Checks the recording at `root`: a directory, or an object-store URL.
 pub fn verify(root: &Path) -> Result<VerifyReport, VerifyError> {
+    match RecordingLocation::parse(root).map_err(|e| VerifyError::Location(e.to_string()))? {
+        RecordingLocation::Local(root) => verify_directory(&root),
+        RecordingLocation::Remote(remote) => verify_remote(&remote),
+    }
+}
+
+/// A Parquet file of the recording: what messages call it and where its bytes are.
+struct StoredFile {
+    /// The file's path, or its URL for a file in object storage.
+    shown: PathBuf,
+    /// The object's key when it is in object storage.
+    key: Option<object_store::path::Path>,
+}
+
+/// Fetches files of a recording in object storage.
+struct Fetcher<'a> {
+    store: &'a dyn ObjectStore,
+    runtime: tokio::runtime::Runtime,
+}
+
+fn verify_directory(root: &Path) -> Result<VerifyReport, VerifyError> {
     let layout = Layout::new(root);
     let operations = layout.operations_dir();
     if !operations.is_dir() {
@@ -109,7 +149,7 @@ pub fn verify(root: &Path) -> Result<VerifyReport, VerifyError> {
     }
     let mut report = VerifyReport::default();
     // Files by date: keys of different dates never collide.
-    let mut by_date: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    let mut by_date: BTreeMap<String, Vec<StoredFile>> = BTreeMap::new();
     for session in list(&operations)? {
         let Some(_) = hive_value(&session, columns::SESSION_ID).filter(|_| session.is_dir()) else {
             report.notice(&session, "not a session directory (session_id=NAME)", "move it out of operations/");
@@ -131,7 +171,7 @@ pub fn verify(root: &Path) -> Result<VerifyReport, VerifyError> {
                         "`kubestep serve` removes it at its next start; or delete it",
                     );
                 } else if name.ends_with(".parquet") && file.is_file() {
-                    by_date.entry(date.clone()).or_default().push(file);
+                    by_date.entry(date.clone()).or_default().push(StoredFile { shown: file, key: None });
                 } else {
                     report.notice(&file, "not a Parquet file of the recording", "move it out of operations/");
                 }
@@ -139,11 +179,73 @@ pub fn verify(root: &Path) -> Result<VerifyReport, VerifyError> {
         }
     }
     for (date, files) in &by_date {
-        check_date(date, files, &mut report);
+        check_date(date, files, None, &mut report);
     }
     check_compaction(root, &mut report)?;
     check_wal(&layout.wal_dir(), &mut report);
     Ok(report)
+}
+
+/// The same checks of the files of a recording in object storage: one listing of `operations/`,
+/// then each file fetched whole, one at a time.
+fn verify_remote(remote: &RemoteRecording) -> Result<VerifyReport, VerifyError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| VerifyError::Location(format!("starting a runtime: {e}")))?;
+    let operations = remote.path_of("operations");
+    let listing = runtime
+        .block_on(remote.store.list(Some(&operations)).try_collect::<Vec<_>>())
+        .map_err(|e| VerifyError::ListStore { url: remote.url_of("operations"), reason: store_error_line(&e) })?;
+    if listing.is_empty() {
+        return Err(VerifyError::NotARecording(PathBuf::from(&remote.url)));
+    }
+    let mut report = VerifyReport::default();
+    let mut sessions = std::collections::BTreeSet::new();
+    let mut by_date: BTreeMap<String, Vec<StoredFile>> = BTreeMap::new();
+    let base = remote.url_of("");
+    for object in listing {
+        let shown = PathBuf::from(format!("{base}{}", relative_key(&object.location, &remote.prefix)));
+        let parts: Vec<String> =
+            object.location.prefix_match(&operations).into_iter().flatten().map(|p| p.as_ref().to_owned()).collect();
+        let session = parts.first().and_then(|p| hive_part(p, columns::SESSION_ID));
+        let date = parts.get(1).and_then(|p| hive_part(p, columns::DATE)).filter(|d| is_date(d));
+        match (session, date, parts.len()) {
+            (Some(session), Some(date), 3) if parts[2].ends_with(".parquet") => {
+                sessions.insert(session);
+                by_date.entry(date).or_default().push(StoredFile { shown, key: Some(object.location) });
+            }
+            (Some(_), Some(_), 3) => {
+                report.notice(&shown, "not a Parquet file of the recording", "move it out of operations/")
+            }
+            _ => report.notice(
+                &shown,
+                "not in a session and date partition (operations/session_id=NAME/date=YYYY-MM-DD/FILE)",
+                "move it out of operations/",
+            ),
+        }
+    }
+    report.sessions = sessions.len();
+    for files in by_date.values_mut() {
+        files.sort_by(|a, b| a.shown.cmp(&b.shown));
+    }
+    let fetcher = Fetcher { store: remote.store.as_ref(), runtime };
+    for (date, files) in &by_date {
+        check_date(date, files, Some(&fetcher), &mut report);
+    }
+    Ok(report)
+}
+
+/// `key` relative to the recording's prefix, as the local layout would name it.
+fn relative_key(key: &object_store::path::Path, prefix: &object_store::path::Path) -> String {
+    match key.prefix_match(prefix) {
+        Some(parts) => parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/"),
+        None => key.to_string(),
+    }
+}
+
+fn hive_part(name: &str, key: &str) -> Option<String> {
+    name.strip_prefix(key)?.strip_prefix('=').filter(|v| !v.is_empty()).map(str::to_owned)
 }
 
 fn list(dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
@@ -154,8 +256,7 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>, VerifyError> {
 }
 
 fn hive_value(dir: &Path, key: &str) -> Option<String> {
-    let name = dir.file_name()?.to_str()?;
-    name.strip_prefix(key)?.strip_prefix('=').filter(|v| !v.is_empty()).map(str::to_owned)
+    hive_part(dir.file_name()?.to_str()?, key)
 }
 
 fn is_date(text: &str) -> bool {
@@ -164,94 +265,50 @@ fn is_date(text: &str) -> bool {
 
 /// Reads every file of one date in full; reports unreadable files, wrong schemas, rows of another
 /// date and events stored more than once.
-fn check_date(date: &str, files: &[PathBuf], report: &mut VerifyReport) {
-    let expected = file_schema();
-    // key -> index of the first file that holds it
-    let mut first_seen: HashMap<u128, usize> = HashMap::new();
-    let mut duplicates: BTreeMap<(usize, usize), u64> = BTreeMap::new();
-    for (index, path) in files.iter().enumerate() {
-        let damaged = |reason: String| {
-            (
-                format!("cannot be read: {reason}"),
-                "move it out of the recording (keep it for analysis); if the service wrote it and its WAL \
-                 still holds the batches, restarting `kubestep serve` stores them again"
-                    .to_owned(),
-            )
+fn check_date(date: &str, files: &[StoredFile], fetcher: Option<&Fetcher>, report: &mut VerifyReport) {
+    let mut keys = KeysSeen::default();
+    for (index, file) in files.iter().enumerate() {
+        let path = &file.shown;
+        let checked = match (&file.key, fetcher) {
+            (Some(key), Some(fetcher)) => {
+                fetcher.fetch(key).and_then(|bytes| check_file(bytes, date, index, &mut keys))
+            }
+            _ => File::open(path)
+                .map_err(|e| FileProblem::Unreadable(e.to_string()))
+                .and_then(|f| check_file(f, date, index, &mut keys)),
         };
-        let builder = match File::open(path)
-            .map_err(|e| e.to_string())
-            .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string()))
-        {
-            Ok(b) => b,
-            Err(reason) => {
-                let (problem, repair) = damaged(reason);
-                report.error(path, problem, repair);
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(FileProblem::Unreadable(reason)) => {
+                report.error(path, format!("cannot be read: {reason}"), DAMAGED_REPAIR);
+                continue;
+            }
+            Err(FileProblem::Schema(difference)) => {
+                report.error(
+                    path,
+                    format!("its schema is not the operation record's: {difference}"),
+                    "move it out of operations/: it was not written by KubeStep (or by an incompatible version)",
+                );
                 continue;
             }
         };
-        let schema = builder.schema().clone();
-        if let Some(difference) = schema_difference(&schema, &expected) {
-            report.error(
-                path,
-                format!("its schema is not the operation record's: {difference}"),
-                "move it out of operations/: it was not written by KubeStep (or by an incompatible version)",
-            );
-            continue;
-        }
-        let reader = match builder.with_batch_size(8192).build() {
-            Ok(r) => r,
-            Err(e) => {
-                let (problem, repair) = damaged(e.to_string());
-                report.error(path, problem, repair);
-                continue;
-            }
-        };
-        let mut rows = 0u64;
-        let mut wrong_date = 0u64;
-        let mut failure = None;
-        for batch in reader {
-            let batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
-                }
-            };
-            rows += batch.num_rows() as u64;
-            if let Some(received) = batch
-                .column_by_name(columns::RECEIVED_AT)
-                .and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
-            {
-                wrong_date += (0..received.len()).filter(|&i| partition_date(received.value(i)) != date).count() as u64;
-            }
-            let keyed = batch_keys(&batch, |key| {
-                if let Some(&first) = first_seen.get(&key) {
-                    *duplicates.entry((first, index)).or_default() += 1;
-                } else {
-                    first_seen.insert(key, index);
-                }
-            });
-            if let Err(e) = keyed {
-                failure = Some(e);
-                break;
-            }
-        }
-        if let Some(reason) = failure {
-            let (problem, repair) = damaged(reason);
-            report.error(path, problem, repair);
+        if let Some(reason) = checked.failure {
+            report.error(path, format!("cannot be read: {reason}"), DAMAGED_REPAIR);
         }
         report.files += 1;
-        report.rows += rows;
-        if wrong_date > 0 {
+        report.rows += checked.rows;
+        if checked.wrong_date > 0 {
             report.error(
                 path,
-                format!("{wrong_date} rows were received on another date than its partition's ({date})"),
+                format!("{} rows were received on another date than its partition's ({date})", checked.wrong_date),
                 "re-import the events with `kubestep import` into a fresh recording",
             );
         }
     }
+    let KeysSeen { duplicates, .. } = keys;
+    let files: Vec<&PathBuf> = files.iter().map(|f| &f.shown).collect();
     for ((first, second), count) in duplicates {
-        let (a, b) = (&files[first], &files[second]);
+        let (a, b) = (files[first], files[second]);
         let within =
             if first == second { "twice within this file".to_owned() } else { format!("also in {}", a.display()) };
         let repair = if a.parent() == b.parent() {
@@ -262,6 +319,88 @@ fn check_date(date: &str, files: &[PathBuf], report: &mut VerifyReport) {
              events out of the recording"
         };
         report.error(b, format!("{count} events stored more than once: {within}"), repair);
+    }
+}
+
+/// What to do about a file that cannot be read.
+const DAMAGED_REPAIR: &str = "move it out of the recording (keep it for analysis); if the service wrote it and its \
+     WAL still holds the batches, restarting `kubestep serve` stores them again";
+
+/// The de-duplication keys of one date's files read so far.
+#[derive(Default)]
+struct KeysSeen {
+    /// key -> index of the first file that holds it
+    first_seen: HashMap<u128, usize>,
+    /// (first file, later file) -> events of the later file already in the first
+    duplicates: BTreeMap<(usize, usize), u64>,
+}
+
+/// Why a file was not read at all.
+enum FileProblem {
+    /// It cannot be opened or fetched, or is not Parquet.
+    Unreadable(String),
+    /// It is Parquet with another schema.
+    Schema(String),
+}
+
+/// What reading a file in full found.
+struct FileCheck {
+    rows: u64,
+    wrong_date: u64,
+    /// Why reading stopped before the end, if it did.
+    failure: Option<String>,
+}
+
+/// Reads one file (the `index`th of its date) in full, adding its keys to `keys`.
+fn check_file<R: ChunkReader + 'static>(
+    reader: R,
+    date: &str,
+    index: usize,
+    keys: &mut KeysSeen,
+) -> Result<FileCheck, FileProblem> {
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| FileProblem::Unreadable(e.to_string()))?;
+    if let Some(difference) = schema_difference(builder.schema(), &file_schema()) {
+        return Err(FileProblem::Schema(difference));
+    }
+    let reader = builder.with_batch_size(8192).build().map_err(|e| FileProblem::Unreadable(e.to_string()))?;
+    let mut checked = FileCheck { rows: 0, wrong_date: 0, failure: None };
+    for batch in reader {
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                checked.failure = Some(e.to_string());
+                break;
+            }
+        };
+        checked.rows += batch.num_rows() as u64;
+        if let Some(received) =
+            batch.column_by_name(columns::RECEIVED_AT).and_then(|c| c.as_primitive_opt::<TimestampMicrosecondType>())
+        {
+            checked.wrong_date +=
+                (0..received.len()).filter(|&i| partition_date(received.value(i)) != date).count() as u64;
+        }
+        let keyed = batch_keys(&batch, |key| {
+            if let Some(&first) = keys.first_seen.get(&key) {
+                *keys.duplicates.entry((first, index)).or_default() += 1;
+            } else {
+                keys.first_seen.insert(key, index);
+            }
+        });
+        if let Err(e) = keyed {
+            checked.failure = Some(e);
+            break;
+        }
+    }
+    Ok(checked)
+}
+
+impl Fetcher<'_> {
+    /// The whole object at `key`.
+    fn fetch(&self, key: &object_store::path::Path) -> Result<impl ChunkReader + 'static, FileProblem> {
+        self.runtime
+            .block_on(async { self.store.get(key).await?.bytes().await })
+            .map_err(|e| FileProblem::Unreadable(store_error_line(&e)))
     }
 }
 

@@ -3,10 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ballista::extension::SessionStateExt;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col};
@@ -15,6 +17,8 @@ use kubestep_schemas::schema::columns;
 use kubestep_schemas::{file_schema, partition_fields};
 
 use kubestep_schemas::location::{RecordingLocation, RemoteRecording};
+
+use crate::engine::{Engine, EngineError};
 
 /// The name of the table of operations.
 pub const OPERATIONS_TABLE: &str = "operations";
@@ -51,6 +55,9 @@ pub enum QueryError {
         /// What ran out.
         detail: String,
     },
+    /// The engine asked for cannot run the query (a Ballista scheduler that is not there).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     /// DataFusion failed.
     #[error(transparent)]
     DataFusion(DataFusionError),
@@ -115,11 +122,21 @@ fn is_vanished_file(e: &DataFusionError) -> bool {
     text.contains("No such file or directory") || text.contains("NotFound") || text.contains("not found: ")
 }
 
-/// Opens the recording at `root` as a [`SessionContext`] with the `operations` table registered.
+/// Opens the recording at `root` as a [`SessionContext`] with the `operations` table registered,
+/// running its queries in this process.
 ///
 /// The listing-files cache is off, so files written after the context was created (by a running
 /// ingest service) are seen by the next query.
 pub async fn open_recording(root: &Path) -> Result<SessionContext, QueryError> {
+    open_recording_on(root, &Engine::Local).await
+}
+
+/// Opens the recording at `root` like [`open_recording`], with its queries running on `engine`.
+///
+/// On a Ballista cluster the context plans here and executes there: the table, the views and
+/// every setting below travel with each statement, and the cluster's processes read the files
+/// themselves (the same path or bucket URL must reach them).
+pub async fn open_recording_on(root: &Path, engine: &Engine) -> Result<SessionContext, QueryError> {
     let no_recording = |reason: String| QueryError::NoRecording { path: root.to_owned(), reason };
     let location = RecordingLocation::parse(root).map_err(|e| no_recording(e.to_string()))?;
     let (url, remote) = match &location {
@@ -152,7 +169,15 @@ pub async fn open_recording(root: &Path) -> Result<SessionContext, QueryError> {
     // slow-operations statement at 10M operations; 0.6 GB and 1.5x faster without the split).
     options.optimizer.repartition_windows = false;
     apply_environment(options)?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let state =
+        SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
+    let ctx = match engine.scheduler_url() {
+        None => SessionContext::new_with_state(state),
+        Some(scheduler) => {
+            engine.check_reachable().await?;
+            SessionContext::new_with_state(state.upgrade_for_ballista(scheduler)?)
+        }
+    };
     if let Some(remote) = remote {
         ctx.register_object_store(&remote.store_url, remote.store.clone());
     }

@@ -6,6 +6,7 @@
 //! creates, changes or deletes anything in a recording.
 //!
 //! - [`context`]: the table, `run_sql` (re-plans when compaction swapped a file away);
+//! - [`engine`]: where the SQL runs, here or on a Ballista cluster (`--engine ballista://...`);
 //! - [`views`]: `indexed_operations`, `writes`, `object_versions` (SQL in `query/sql/views/`);
 //! - [`sessions`]: one summary row per session;
 //! - [`replay`]: a session's steps in order, streamed, with filters and the objects of a step;
@@ -23,6 +24,7 @@ pub mod behaviour;
 pub mod causality;
 pub mod context;
 pub mod diff;
+pub mod engine;
 pub mod loops;
 pub mod replay;
 pub mod report;
@@ -30,4 +32,5 @@ pub mod sessions;
 mod values;
 pub mod views;
 
-pub use context::{OPERATIONS_TABLE, QueryError, open_recording, run_sql};
+pub use context::{OPERATIONS_TABLE, QueryError, open_recording, open_recording_on, run_sql};
+pub use engine::Engine;

@@ -7,7 +7,7 @@ use kubestep_query::analyze::{AnalysisReport, AnalyzeOptions, analyze};
 use kubestep_query::behaviour::BehaviourOptions;
 use kubestep_query::context::ensure_session;
 
-use crate::{DataDir, OutputFormat, block_on, open};
+use crate::{DataDir, EngineArg, OutputFormat, block_on, open_on};
 
 /// How many items each text section lists before saying how many more there are.
 const LISTED: usize = 10;
@@ -25,6 +25,8 @@ pub struct AnalyzeArgs {
     session_flag: Option<String>,
     #[command(flatten)]
     data: DataDir,
+    #[command(flatten)]
+    engine: EngineArg,
     /// Only the selected sections (slow operations); combine with --loops/--errors.
     #[arg(short = 's', long)]
     slow: bool,
@@ -125,7 +127,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         },
     };
     block_on(async {
-        let ctx = open(&args.data).await?;
+        let ctx = open_on(&args.data, &args.engine).await?;
         ensure_session(&ctx, &args.data.data, &session).await?;
         let report = analyze(&ctx, &session, &options).await?;
         match args.format {

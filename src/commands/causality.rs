@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use kubestep_query::causality::{CausalityOptions, CausalityReport, Node, OpId, causality};
 use kubestep_query::context::ensure_session;
 
-use crate::{DataDir, block_on, open};
+use crate::{DataDir, EngineArg, block_on, open_on};
 
 /// How `analyze causality` prints.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -29,6 +29,8 @@ pub struct CausalityArgs {
     session: String,
     #[command(flatten)]
     data: DataDir,
+    #[command(flatten)]
+    engine: EngineArg,
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: CausalityFormat,
@@ -93,7 +95,7 @@ pub fn run(args: CausalityArgs) -> anyhow::Result<ExitCode> {
         max_chains: args.chains.max(1),
     };
     block_on(async {
-        let ctx = open(&args.data).await?;
+        let ctx = open_on(&args.data, &args.engine).await?;
         ensure_session(&ctx, &args.data.data, &args.session).await?;
         let report = causality(&ctx, &args.session, &options).await?;
         match args.format {

@@ -7,7 +7,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::prelude::SessionContext;
 
-use crate::{DataDir, block_on, open};
+use crate::{DataDir, EngineArg, block_on, open_on};
 
 /// How `sql` prints results.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -28,6 +28,8 @@ pub struct SqlArgs {
     query: Option<String>,
     #[command(flatten)]
     data: DataDir,
+    #[command(flatten)]
+    engine: EngineArg,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: SqlFormat,
@@ -64,7 +66,7 @@ async fn run_one(ctx: &SessionContext, query: &str, format: SqlFormat) -> anyhow
 /// Runs the query, or a prompt when there is none.
 pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     block_on(async {
-        let ctx = open(&args.data).await?;
+        let ctx = open_on(&args.data, &args.engine).await?;
         if let Some(query) = &args.query {
             run_one(&ctx, query, args.format).await?;
             return Ok(ExitCode::SUCCESS);

@@ -18,14 +18,20 @@ pub struct VerifyArgs {
 
 /// Verifies; exit 1 when an error was found (notices alone are fine).
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let report = verify(args.data.local("verify")?)?;
+    let remote = matches!(
+        kubestep_schemas::location::RecordingLocation::parse(&args.data.data),
+        Ok(kubestep_schemas::location::RecordingLocation::Remote(_))
+    );
+    let report = verify(&args.data.data)?;
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         OutputFormat::Text => {
-            println!(
-                "{} files, {} rows in {} sessions; write-ahead log: {} segments, {} entries",
-                report.files, report.rows, report.sessions, report.wal_segments, report.wal_entries
-            );
+            let wal = if remote {
+                "no write-ahead log in object storage (it stays on each writer's spool)".to_owned()
+            } else {
+                format!("write-ahead log: {} segments, {} entries", report.wal_segments, report.wal_entries)
+            };
+            println!("{} files, {} rows in {} sessions; {wal}", report.files, report.rows, report.sessions);
             for finding in &report.findings {
                 let label = match finding.severity {
                     Severity::Error => "error",

@@ -59,7 +59,9 @@ for base, _, files in os.walk(root):
         path = os.path.join(base, name)
         key = "rec/" + os.path.relpath(path, root)
         with open(path, "rb") as f:
-            request = urllib.request.Request(f"{endpoint}/bench/{key}", data=f.read(), method="PUT")
+            # An explicit type: urllib's default (a form) makes the server parse the body as one.
+            request = urllib.request.Request(f"{endpoint}/bench/{key}", data=f.read(), method="PUT",
+                                             headers={"Content-Type": "application/octet-stream"})
         urllib.request.urlopen(request).read()
 EOF
 bucket="s3://bench/rec"

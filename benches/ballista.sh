@@ -77,7 +77,7 @@ start_executor() { # N CORE
   mkdir -p "$work/executor-$1"
   taskset -c "$2" "$bin/ballista-executor" --scheduler-host 127.0.0.1 --scheduler-port "$scheduler_port" \
     --bind-host 127.0.0.1 --external-host 127.0.0.1 --bind-port "${ports[0]}" --bind-grpc-port "${ports[1]}" \
-    --bind-health-port "${ports[2]}" --vcores 1 --work-dir "$work/executor-$1" >"$work/executor-$1.log" 2>&1 &
+    --bind-health-port "${ports[2]}" --vcores 1 --scheduler-connect-timeout-seconds 30 --work-dir "$work/executor-$1" >"$work/executor-$1.log" 2>&1 &
   pids+=($!)
 }
 wait_executors() { # COUNT

@@ -74,6 +74,19 @@ fn a_ballista_cluster_of_two_executors_answers_as_the_local_engine() {
         ],
     );
     assert!(String::from_utf8_lossy(&per_actor).lines().count() > 3);
+    // A LIMIT over several partitions returns what it allows, no more.
+    let first = same_answer(
+        &[],
+        &engine,
+        &["sql", "SELECT audit_id FROM operations ORDER BY audit_id LIMIT 3", "-d", data, "--format", "csv"],
+    );
+    assert_eq!(String::from_utf8_lossy(&first).lines().count(), 4, "a header and 3 rows");
+    let any_two = kubestep(
+        &["sql", "SELECT verb FROM operations LIMIT 2", "-d", data, "--format", "csv", "--engine", &engine],
+        None,
+    );
+    assert!(any_two.status.success(), "{:?}", text(&any_two));
+    assert_eq!(String::from_utf8_lossy(&any_two.stdout).lines().count(), 3, "a header and 2 rows");
 
     let jobs = cluster.jobs_per_executor();
     assert!(jobs.iter().all(|n| *n > 0), "every executor ran tasks: {jobs:?}\n{}", cluster.logs());

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// The directory holding `ballista-scheduler` and `ballista-executor`.
@@ -56,11 +56,17 @@ impl BallistaCluster {
             .args(["--task-distribution", "round-robin"])
             .envs(env.iter().cloned())
             .stdout(log("scheduler.log"))
-            .stderr(Stdio::null())
+            .stderr(log("scheduler.err"))
             .spawn()
             .expect("starting ballista-scheduler");
         let mut cluster =
             BallistaCluster { scheduler, executors: Vec::new(), port, work_dirs: Vec::new(), logs: logs.clone() };
+        // Executors register once at start: the scheduler must be listening first.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while cluster.registered().is_none() {
+            assert!(Instant::now() < deadline, "the scheduler did not answer within 60 s:\n{}", cluster.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
         for n in 0..executors {
             let work_dir = dir.join(format!("executor-{n}"));
             std::fs::create_dir_all(&work_dir).expect("a work directory");
@@ -69,11 +75,11 @@ impl BallistaCluster {
                 .args(["--scheduler-host", "127.0.0.1", "--scheduler-port", &port.to_string()])
                 .args(["--bind-host", "127.0.0.1", "--external-host", "127.0.0.1"])
                 .args(["--bind-port", &ports[0], "--bind-grpc-port", &ports[1], "--bind-health-port", &ports[2]])
-                .args(["--vcores", "2", "--work-dir"])
+                .args(["--vcores", "2", "--scheduler-connect-timeout-seconds", "30", "--work-dir"])
                 .arg(&work_dir)
                 .envs(env.iter().cloned())
                 .stdout(log(&format!("executor-{n}.log")))
-                .stderr(Stdio::null())
+                .stderr(log(&format!("executor-{n}.err")))
                 .spawn()
                 .expect("starting ballista-executor");
             cluster.executors.push(child);
@@ -81,12 +87,7 @@ impl BallistaCluster {
         }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let registered = ureq::get(&format!("http://127.0.0.1:{port}/api/executors"))
-                .call()
-                .ok()
-                .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
-                .and_then(|v| v.as_array().map(|a| a.len()))
-                .unwrap_or(0);
+            let registered = cluster.registered().unwrap_or(0);
             if registered == executors {
                 return cluster;
             }
@@ -97,6 +98,15 @@ impl BallistaCluster {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// How many executors the scheduler knows, or `None` while it does not answer.
+    fn registered(&self) -> Option<usize> {
+        ureq::get(&format!("http://127.0.0.1:{}/api/executors", self.port))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+            .and_then(|v| v.as_array().map(|a| a.len()))
     }
 
     /// `ballista://127.0.0.1:PORT`, the `--engine` of this cluster.

@@ -138,8 +138,19 @@ impl RecordingLocation {
 /// An object-store error as one line: S3 and Azure answer failures with an XML body, of which only
 /// the error code and message are kept (`404 Not Found: NoSuchBucket: The specified bucket does not
 /// exist` instead of the whole document).
+///
+/// With no credentials in the environment, the S3 client asks the instance metadata service
+/// (169.254.169.254) for some; off a cloud instance that fails with an error about that address,
+/// which is said in terms of what to set instead.
 pub fn store_error_line(error: &object_store::Error) -> String {
     let text = error.to_string();
+    if text.contains(INSTANCE_METADATA_ADDRESS) {
+        return format!(
+            "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_REGION, AWS_ENDPOINT for an \
+             S3-compatible store), or run where the instance metadata service gives some ({})",
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
     let Some(xml_start) = text.find("<?xml").or_else(|| text.find("<Error>")) else {
         return text.split_whitespace().collect::<Vec<_>>().join(" ");
     };
@@ -154,6 +165,9 @@ pub fn store_error_line(error: &object_store::Error) -> String {
     let line = if detail.is_empty() { head.to_owned() } else { format!("{head}: {}", detail.join(": ")) };
     line.split_whitespace().collect::<Vec<_>>().join(" ")
 }
+
+/// The instance metadata service, where cloud SDKs look for credentials the environment lacks.
+const INSTANCE_METADATA_ADDRESS: &str = "169.254.169.254";
 
 /// True for `scheme://...` with a scheme of two letters or more (a one-letter "scheme" is a Windows
 /// drive, `C:\...`).
@@ -208,5 +222,18 @@ mod tests {
         );
         let no_bucket = RecordingLocation::parse(Path::new("s3:///prefix")).map(|_| ()).unwrap_err();
         assert!(no_bucket.to_string().contains("no bucket name"), "{no_bucket}");
+    }
+
+    #[test]
+    fn missing_credentials_say_what_to_set() {
+        let error = object_store::Error::Generic {
+            store: "S3",
+            source: "Error performing PUT http://169.254.169.254/latest/api/token in 2ms - 403 Forbidden".into(),
+        };
+        let line = store_error_line(&error);
+        assert!(line.starts_with("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"), "{line}");
+        assert!(line.contains("169.254.169.254/latest/api/token"), "{line}");
+        let other = object_store::Error::Generic { store: "S3", source: "connection refused".into() };
+        assert_eq!(store_error_line(&other), "Generic S3 error: connection refused");
     }
 }

@@ -8,7 +8,7 @@ mod commands;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -38,20 +38,6 @@ struct DataDir {
     /// query commands, with credentials and endpoint from the environment (AWS_*, GOOGLE_*, AZURE_*).
     #[arg(short = 'd', long = "data", env = "KUBESTEP_DATA", default_value = "./kubestep-data")]
     data: PathBuf,
-}
-
-impl DataDir {
-    /// The recording as a local directory, for the commands that only work on one: a URL is
-    /// refused with one line naming the command instead of being taken for a relative path.
-    fn local(&self, command: &str) -> anyhow::Result<&Path> {
-        match kubestep_schemas::location::RecordingLocation::parse(&self.data) {
-            Ok(kubestep_schemas::location::RecordingLocation::Local(_)) => Ok(&self.data),
-            _ => anyhow::bail!(
-                "`kubestep {command}` works on a local directory, not {}: object storage is read by the query commands",
-                self.data.display()
-            ),
-        }
-    }
 }
 
 /// Where a query command's SQL runs, for the commands that can run it on a cluster.

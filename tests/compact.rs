@@ -10,22 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
-use server::synthetic_event;
+use server::import_small_files;
 
 const ALL_ROWS: &str = "SELECT * FROM operations ORDER BY received_at, audit_id";
-
-/// Imports `files` logs of `per_file` events each into session `s`: one Parquet file per import.
-fn small_files(data: &Path, files: u64, per_file: u64) {
-    let tmp = tempfile::tempdir().unwrap();
-    for f in 0..files {
-        let log = tmp.path().join(format!("{f}.log"));
-        let events: Vec<String> =
-            (0..per_file).map(|n| synthetic_event(&format!("f{f}-{n}"), f * per_file + n)).collect();
-        std::fs::write(&log, events.join("\n")).unwrap();
-        let output = import(data, &[&log], &["-q", "--session", "s"]);
-        assert!(output.status.success(), "{:?}", text(&output));
-    }
-}
 
 fn parquet_count(data: &Path) -> usize {
     all_files(&data.join("operations")).iter().filter(|p| p.extension().is_some_and(|e| e == "parquet")).count()
@@ -35,7 +22,7 @@ fn parquet_count(data: &Path) -> usize {
 fn small_files_become_few_with_the_same_rows() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    small_files(&data, 12, 40);
+    import_small_files(&data, 12, 40);
     assert_eq!(parquet_count(&data), 12);
     let before = rows(&data, ALL_ROWS);
 
@@ -76,7 +63,7 @@ fn small_files_become_few_with_the_same_rows() {
 fn queries_during_compaction_see_every_row_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    small_files(&data, 24, 25);
+    import_small_files(&data, 24, 25);
     let total = 24 * 25;
     let stop = Arc::new(AtomicBool::new(false));
     let reader = {

@@ -200,9 +200,13 @@ fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value) {
 #[test]
 fn the_manifests_are_valid_kubernetes_objects() {
     use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::batch::v1::CronJob;
     use k8s_openapi::api::core::v1::{Namespace, Service};
     use k8s_openapi::api::networking::v1::NetworkPolicy;
-    for file in ["kubestep.yaml", "kubestep-replicas.yaml"] {
+    for (file, expected) in [
+        ("kubestep.yaml", &["Namespace", "Service", "StatefulSet", "NetworkPolicy"][..]),
+        ("kubestep-replicas.yaml", &["Namespace", "Service", "StatefulSet", "CronJob", "NetworkPolicy"][..]),
+    ] {
         let mut kinds = Vec::new();
         for document in serde_norway::Deserializer::from_str(&deploy(file)) {
             let doc = Value::deserialize(document).unwrap();
@@ -212,11 +216,12 @@ fn the_manifests_are_valid_kubernetes_objects() {
                 "Service" => round_trip::<Service>(&doc),
                 "StatefulSet" => round_trip::<StatefulSet>(&doc),
                 "NetworkPolicy" => round_trip::<NetworkPolicy>(&doc),
+                "CronJob" => round_trip::<CronJob>(&doc),
                 other => panic!("{file}: unexpected kind {other}"),
             }
             kinds.push(kind);
         }
-        assert_eq!(kinds, ["Namespace", "Service", "StatefulSet", "NetworkPolicy"], "{file}");
+        assert_eq!(kinds, expected, "{file}");
     }
     let text = deploy("kubestep.yaml");
     // The webhook kubeconfig points at the Service's fixed ClusterIP and port.
@@ -260,6 +265,33 @@ fn the_replicas_record_into_a_bucket_through_a_spool_volume_each() {
     assert!(claims.iter().any(|c| c.metadata.name.as_deref() == Some(mount.name.as_str())));
     // Bucket credentials come from a Secret through the environment.
     assert!(container.env_from.as_ref().unwrap().iter().any(|e| e.secret_ref.is_some()));
+
+    // The compaction job works on the same bucket, never twice at once, with the same credentials
+    // and a writable scratch directory for the merged files.
+    use k8s_openapi::api::batch::v1::CronJob;
+    let cron: CronJob = serde_norway::Deserializer::from_str(&deploy("kubestep-replicas.yaml"))
+        .filter_map(|d| Value::deserialize(d).ok())
+        .find(|d| d["kind"] == "CronJob")
+        .map(|d| serde_json::from_value(d).unwrap())
+        .unwrap();
+    let cron = cron.spec;
+    assert_eq!(cron.concurrency_policy.as_deref(), Some("Forbid"));
+    let job = cron.job_template.spec.unwrap().template.spec.unwrap();
+    let compact = &job.containers[0];
+    let compact_args = compact.args.clone().unwrap();
+    assert_eq!(compact_args[0], "compact");
+    assert!(compact_args.contains(&format!("--data={data}")), "{compact_args:?}");
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_kubestep")).args(["compact", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for arg in compact_args.iter().skip(1) {
+        let name = arg.split('=').next().unwrap();
+        assert!(help.contains(name), "compact has no {name}");
+    }
+    assert!(compact.env_from.as_ref().unwrap().iter().any(|e| e.secret_ref.is_some()));
+    let tmpdir = compact.env.as_ref().unwrap().iter().find(|e| e.name == "TMPDIR").and_then(|e| e.value.clone());
+    let scratch = compact.volume_mounts.as_ref().unwrap().iter().find(|m| Some(&m.mount_path) == tmpdir.as_ref());
+    let scratch = scratch.expect("TMPDIR is a mounted volume");
+    assert!(job.volumes.unwrap().iter().any(|v| v.name == scratch.name && v.empty_dir.is_some()));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! query command reads `-d s3://BUCKET/PREFIX` and answers exactly what it answers for the same files
 //! in a local directory; `import` writes there with the same records, duplicates and sessions as into
 //! a directory; an empty prefix, a missing bucket and an unknown session fail with one clear line;
-//! commands that only work on a directory refuse a URL instead of creating a directory named like it.
+//! `compact` and `verify` of an empty prefix say so instead of creating a directory named like the URL.
 
 mod common;
 #[path = "common/server.rs"]
@@ -103,13 +103,14 @@ fn a_missing_recording_bucket_or_session_is_one_clear_line_and_urls_are_never_ta
     assert!(server.upload(&data, "r") > 0);
     fails(&["analyze", "nope", "-d", &server.url("r")], "no session \"nope\"");
 
-    // Commands that only work on a directory refuse a URL, and verify says an empty prefix holds no
-    // recording; neither creates anything named after the URL.
+    // compact and verify say an empty prefix holds no recording; neither creates anything named
+    // after the URL.
     let cwd = tempfile::tempdir().unwrap();
     let url = server.url("w");
-    for (command, expected) in
-        [("compact", "works on a local directory"), ("verify", "s3://empty/w is not a KubeStep recording")]
-    {
+    for (command, expected) in [
+        ("compact", "s3://empty/w is not a KubeStep recording"),
+        ("verify", "s3://empty/w is not a KubeStep recording"),
+    ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubestep"))
             .args([command, "-d", &url])
             .envs(server.env())

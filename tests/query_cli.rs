@@ -413,6 +413,13 @@ fn sql_speaks_table_json_and_csv_and_has_views() {
         &data,
     );
     assert_eq!(seq.trim(), "index,sequence_number\n0,1\n4,5\n8,9");
+    // A list column (SELECT * has one) is written as its text, as the table shows it.
+    let (_, lists, _) = cli(&["sql", "SELECT ['a', 'b'] AS l, 1 AS n", "--format", "csv"], &data);
+    assert_eq!(lists.trim(), "l,n\n\"[a, b]\",1");
+    let (code, all, err) = cli(&["sql", "SELECT * FROM operations LIMIT 1", "--format", "csv"], &data);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(all.lines().next().is_some_and(|header| header.contains("owner_uids")), "{all}");
+    assert_eq!(all.trim().lines().count(), 2, "{all}");
     // The prompt reads one query per line from standard input.
     let d = data.display().to_string();
     let output = kubestep(&["sql", "-d", &d, "--format", "csv"], Some(b"SELECT count(*) AS n FROM operations;\n\\q\n"));

@@ -226,6 +226,19 @@ fn verify_remote(remote: &RemoteRecording) -> Result<VerifyReport, VerifyError> 
         }
     }
     report.sessions = sessions.len();
+    let journal =
+        runtime.block_on(kubestep_schemas::compaction::list_journal(remote)).map_err(|e| VerifyError::ListStore {
+            url: remote.url_of(kubestep_schemas::compaction::JOURNAL_DIR),
+            reason: store_error_line(&e),
+        })?;
+    for entry in journal.iter().filter(|e| !e.done) {
+        report.error(
+            &PathBuf::from(format!("{base}{}/{}", kubestep_schemas::compaction::JOURNAL_DIR, entry.name())),
+            "an unfinished compaction: its merged files and the files it merges can both be in the partition, and \
+             queries wait for it",
+            format!("run `kubestep compact -d {}` to finish it or roll it back", remote.url),
+        );
+    }
     for files in by_date.values_mut() {
         files.sort_by(|a, b| a.shown.cmp(&b.shown));
     }

@@ -214,6 +214,14 @@ pub async fn analyze(
     session: &str,
     options: &AnalyzeOptions,
 ) -> Result<AnalysisReport, QueryError> {
+    crate::consistency::consistently(ctx, || analyze_once(ctx, session, options)).await
+}
+
+async fn analyze_once(
+    ctx: &SessionContext,
+    session: &str,
+    options: &AnalyzeOptions,
+) -> Result<AnalysisReport, QueryError> {
     let id = ScalarValue::from(session);
     let total = collect(ctx, "SELECT count(*) FROM operations WHERE session_id = $1", vec![id.clone()]).await?;
     let mut report = AnalysisReport {

@@ -253,6 +253,14 @@ pub async fn causality(
     session: &str,
     options: &CausalityOptions,
 ) -> Result<CausalityReport, QueryError> {
+    crate::consistency::consistently(ctx, || causality_once(ctx, session, options)).await
+}
+
+async fn causality_once(
+    ctx: &SessionContext,
+    session: &str,
+    options: &CausalityOptions,
+) -> Result<CausalityReport, QueryError> {
     let params = vec![
         ScalarValue::from(session),
         timestamp(options.window.0, EARLIEST_US),

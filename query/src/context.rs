@@ -18,6 +18,7 @@ use kubestep_schemas::{file_schema, partition_fields};
 
 use kubestep_schemas::location::{RecordingLocation, RemoteRecording};
 
+use crate::consistency::consistently;
 use crate::engine::{Engine, EngineError};
 
 /// The name of the table of operations.
@@ -54,6 +55,15 @@ pub enum QueryError {
         limit_mb: usize,
         /// What ran out.
         detail: String,
+    },
+    /// A recording in object storage could not be read consistently: a compaction under way did
+    /// not finish in time, or its journal could not be read.
+    #[error("cannot read {url} consistently: {reason}")]
+    Compaction {
+        /// The recording.
+        url: String,
+        /// What stood in the way.
+        reason: String,
     },
     /// The engine asked for cannot run the query (a Ballista scheduler that is not there).
     #[error(transparent)]
@@ -100,10 +110,15 @@ const MAX_REPLANS: usize = 5;
 ///
 /// `kubestep compact` swaps a partition's small files for their merge while queries run. A query
 /// that listed the old files and then finds one gone is planned again from a fresh listing, which
-/// sees the new files: the answer comes from either the old set or the new one, never a mix.
+/// sees the new files: the answer comes from either the old set or the new one, never a mix. In a
+/// bucket, where no listing is atomic, the compaction journal decides ([`consistently`]).
 pub async fn run_sql(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-    let mut attempt = 0;
     log_statement(sql, &[]);
+    consistently(ctx, || run_sql_replanning(ctx, sql)).await
+}
+
+async fn run_sql_replanning(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    let mut attempt = 0;
     loop {
         let result = async {
             let frame = ctx.sql(sql).await?;
@@ -208,6 +223,9 @@ pub async fn open_recording_on(root: &Path, engine: &Engine) -> Result<SessionCo
     // slow-operations statement at 10M operations; 0.6 GB and 1.5x faster without the split).
     options.optimizer.repartition_windows = false;
     apply_environment(options)?;
+    if let Some(remote) = remote {
+        config = config.with_extension(crate::consistency::watch(remote));
+    }
     let state =
         SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
     let ctx = match engine.scheduler_url() {

@@ -6,6 +6,7 @@
 //! creates, changes or deletes anything in a recording.
 //!
 //! - [`context`]: the table, `run_sql` (re-plans when compaction swapped a file away);
+//! - [`consistency`]: one consistent set of files from a bucket while `kubestep compact` runs there;
 //! - [`engine`]: where the SQL runs, here or on a Ballista cluster (`--engine ballista://...`);
 //! - [`views`]: `indexed_operations`, `writes`, `object_versions` (SQL in `query/sql/views/`);
 //! - [`sessions`]: one summary row per session;
@@ -22,6 +23,7 @@
 pub mod analyze;
 pub mod behaviour;
 pub mod causality;
+pub mod consistency;
 pub mod context;
 pub mod diff;
 pub mod engine;
@@ -32,5 +34,6 @@ pub mod sessions;
 mod values;
 pub mod views;
 
+pub use consistency::consistently;
 pub use context::{OPERATIONS_TABLE, QueryError, open_recording, open_recording_on, run_sql};
 pub use engine::Engine;

@@ -245,6 +245,10 @@ fn steps_of(batch: &RecordBatch) -> Result<Vec<Step>, QueryError> {
 
 /// Starts a replay (the session must exist; see [`crate::context::ensure_session`]).
 pub async fn replay(ctx: &SessionContext, query: &ReplayQuery) -> Result<StepStream, QueryError> {
+    crate::consistency::consistently(ctx, || replay_once(ctx, query)).await
+}
+
+async fn replay_once(ctx: &SessionContext, query: &ReplayQuery) -> Result<StepStream, QueryError> {
     let text = |v: Option<&str>| ScalarValue::Utf8(v.map(str::to_owned));
     let params = vec![
         ScalarValue::from(query.session.as_str()),

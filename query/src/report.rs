@@ -148,6 +148,14 @@ pub async fn session_report(
     session: &str,
     options: &ReportOptions,
 ) -> Result<SessionReport, QueryError> {
+    crate::consistency::consistently(ctx, || session_report_once(ctx, session, options)).await
+}
+
+async fn session_report_once(
+    ctx: &SessionContext,
+    session: &str,
+    options: &ReportOptions,
+) -> Result<SessionReport, QueryError> {
     let id = ScalarValue::from(session);
     let mut lanes = Vec::new();
     let (mut start_us, mut end_us) = (i64::MAX, i64::MIN);

@@ -30,6 +30,10 @@ pub struct SessionSummary {
 
 /// Every session, oldest first.
 pub async fn sessions(ctx: &SessionContext) -> Result<Vec<SessionSummary>, QueryError> {
+    crate::consistency::consistently(ctx, || sessions_once(ctx)).await
+}
+
+async fn sessions_once(ctx: &SessionContext) -> Result<Vec<SessionSummary>, QueryError> {
     let mut out = Vec::new();
     for batch in collect(ctx, SESSIONS_SQL, Vec::new()).await? {
         let id = Strings::of(&batch, "session_id")?;

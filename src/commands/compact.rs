@@ -25,11 +25,7 @@ pub fn run(args: CompactArgs) -> anyhow::Result<ExitCode> {
     if let Some(session) = &args.session {
         validate_session_name(session)?;
     }
-    let root = args.data.local("compact")?;
-    if !root.join("operations").is_dir() {
-        anyhow::bail!("no recording at {}: it has no operations/ directory", root.display());
-    }
-    let done = compact(root, args.session.as_deref(), args.target_rows.max(1))?;
+    let done = compact(&args.data.data, args.session.as_deref(), args.target_rows.max(1))?;
     if done.is_empty() {
         println!("nothing to compact");
     }

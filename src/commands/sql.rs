@@ -50,11 +50,41 @@ fn render(batches: &[RecordBatch], format: SqlFormat) -> anyhow::Result<String> 
         SqlFormat::Csv => {
             let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(Vec::new());
             for batch in batches {
-                writer.write(batch)?;
+                writer.write(&nested_as_text(batch)?)?;
             }
             String::from_utf8(writer.into_inner())?.trim_end().to_owned()
         }
     })
+}
+
+/// `batch` with its list, struct and map columns written as text (`[a, b]`, as the table shows
+/// them): CSV has no nested values, and `SELECT *` has a list column.
+fn nested_as_text(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+
+    let schema = batch.schema();
+    if !schema.fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if field.data_type().is_nested() {
+            let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
+            let text: StringArray =
+                (0..column.len()).map(|row| column.is_valid(row).then(|| formatter.value(row).to_string())).collect();
+            fields.push(Field::new(field.name(), DataType::Utf8, true));
+            columns.push(Arc::new(text));
+        } else {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
 async fn run_one(ctx: &SessionContext, query: &str, format: SqlFormat) -> anyhow::Result<()> {

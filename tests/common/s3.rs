@@ -88,10 +88,9 @@ impl S3Server {
 }
 
 impl S3Server {
-    /// Copies every file of the local recording `dir` under `prefix` in the bucket, as they are.
-    pub fn upload(&self, dir: &Path, prefix: &str) -> usize {
-        use object_store::{ObjectStoreExt, PutPayload};
-        let store = object_store::aws::AmazonS3Builder::new()
+    /// A client of the bucket, for tests that look at or change objects directly.
+    pub fn store(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(&self.bucket)
             .with_endpoint(&self.endpoint)
             .with_allow_http(true)
@@ -99,17 +98,53 @@ impl S3Server {
             .with_access_key_id("kubestep-test")
             .with_secret_access_key("kubestep-test")
             .build()
-            .expect("an S3 client");
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            .expect("an S3 client")
+    }
+
+    fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+    }
+
+    /// Copies every file of the local recording `dir` under `prefix` in the bucket, as they are.
+    pub fn upload(&self, dir: &Path, prefix: &str) -> usize {
         let mut uploaded = 0;
         for file in super::all_files(dir) {
             let relative = file.strip_prefix(dir).expect("inside the recording").to_string_lossy().into_owned();
-            let key = object_store::path::Path::from(format!("{prefix}/{relative}"));
-            let bytes = std::fs::read(&file).expect("reading a recording file");
-            runtime.block_on(store.put(&key, PutPayload::from(bytes))).expect("uploading");
+            self.put(&format!("{prefix}/{relative}"), std::fs::read(&file).expect("reading a recording file"));
             uploaded += 1;
         }
         uploaded
+    }
+
+    /// Writes the object `key`.
+    pub fn put(&self, key: &str, bytes: Vec<u8>) {
+        use object_store::{ObjectStoreExt, PutPayload};
+        let store = self.store();
+        Self::block_on(store.put(&object_store::path::Path::from(key), PutPayload::from(bytes))).expect("uploading");
+    }
+
+    /// The object `key`, if it is there.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        let store = self.store();
+        Self::block_on(async { store.get(&object_store::path::Path::from(key)).await?.bytes().await })
+            .ok()
+            .map(|b| b.to_vec())
+    }
+
+    /// The keys under `prefix`, sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let store = self.store();
+        let prefix = object_store::path::Path::from(prefix);
+        let mut keys: Vec<String> = Self::block_on(store.list(Some(&prefix)).try_collect::<Vec<_>>())
+            .expect("listing")
+            .into_iter()
+            .map(|o| o.location.to_string())
+            .collect();
+        keys.sort();
+        keys
     }
 }
 

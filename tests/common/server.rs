@@ -157,6 +157,20 @@ pub fn synthetic_event(audit_id: &str, n: u64) -> String {
     )
 }
 
+/// Imports `files` logs of `per_file` synthetic events each into session `s` of the directory
+/// `data`: one small Parquet file per import, what compaction merges.
+pub fn import_small_files(data: &Path, files: u64, per_file: u64) {
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    for f in 0..files {
+        let log = tmp.path().join(format!("{f}.log"));
+        let events: Vec<String> =
+            (0..per_file).map(|n| synthetic_event(&format!("f{f}-{n}"), f * per_file + n)).collect();
+        std::fs::write(&log, events.join("\n")).expect("writing a log");
+        let output = crate::common::import(data, &[&log], &["-q", "--session", "s"]);
+        assert!(output.status.success(), "{:?}", crate::common::text(&output));
+    }
+}
+
 /// An `EventList` body holding `items` (JSON texts of events).
 pub fn event_list(items: &[String]) -> Vec<u8> {
     format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#, items.join(","))

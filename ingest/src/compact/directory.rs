@@ -1,5 +1,4 @@
-//! Compaction: merging the many small files a long-running service writes (one per flush) into
-//! few large ones, without a reader ever seeing both the small files and their merge, or neither.
+//! Compaction of a recording in a directory: the partition directory is swapped whole.
 //!
 //! A partition directory `operations/session_id=S/date=D/` is compacted as a whole:
 //!
@@ -22,78 +21,20 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::array::{BooleanArray, RecordBatch};
-use datafusion::arrow::compute::filter_record_batch;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 use kubestep_schemas::schema::columns;
 
+use super::{CompactError, GroupMerge, PartitionCompaction, plan_groups, read_batches};
 use crate::layout::Layout;
-use crate::writer::{ParquetWriter, WriteError, create_dir_durably, fsync_dir};
-
-/// Files with fewer rows than this are merged (`--target-rows`): a million operations make a file
-/// of a few hundred MB, large enough for any scan and small enough to sort in memory.
-pub const DEFAULT_TARGET_ROWS: usize = 1_000_000;
-
-/// Why compaction stopped. Partitions compacted before the failure stay compacted; the one being
-/// compacted is untouched unless the swap happened.
-#[derive(Debug, thiserror::Error)]
-pub enum CompactError {
-    /// A filesystem operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On which path.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// A file could not be read.
-    #[error("reading {path}: {reason}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-    /// Writing the merged file failed.
-    #[error(transparent)]
-    Write(#[from] WriteError),
-    /// Another compaction holds the lock.
-    #[error("another `kubestep compact` is running on {0}")]
-    Busy(PathBuf),
-    /// The session does not exist.
-    #[error("no session {session:?} in {root}")]
-    NoSession {
-        /// The session asked for.
-        session: String,
-        /// The recording.
-        root: PathBuf,
-    },
-}
+use crate::writer::{ParquetWriter, create_dir_durably, fsync_dir};
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> CompactError + 'p {
     move |source| CompactError::Io { action, path: path.to_owned(), source }
 }
 
-/// What compacting one partition did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionCompaction {
-    /// The session.
-    pub session: String,
-    /// The date partition.
-    pub date: String,
-    /// Files merged away.
-    pub files_merged: usize,
-    /// Files written in their place.
-    pub files_written: usize,
-    /// Rows in the merged files.
-    pub rows: usize,
-}
-
-/// Compacts every partition of `session` (or of every session) in the recording at `root`.
-pub fn compact(
+/// Compacts every partition of `session` (or of every session) in the recording directory `root`.
+pub fn compact_directory(
     root: &Path,
     session: Option<&str>,
     target_rows: usize,
@@ -224,12 +165,8 @@ fn row_count(path: &Path) -> Result<usize, CompactError> {
 }
 
 fn read_all(path: &Path) -> Result<Vec<RecordBatch>, CompactError> {
-    let err = |reason: String| CompactError::Read { path: path.to_owned(), reason };
-    let file = File::open(path).map_err(|e| err(e.to_string()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(8192).build())
-        .map_err(|e| err(e.to_string()))?;
-    reader.map(|b| b.map_err(|e| err(e.to_string()))).collect()
+    let file = File::open(path).map_err(|e| CompactError::Read { path: path.to_owned(), reason: e.to_string() })?;
+    read_batches(&path.display().to_string(), file)
 }
 
 /// Compacts one partition; `None` when there was nothing to merge.
@@ -247,20 +184,7 @@ fn compact_partition(
             small.push((file.clone(), rows));
         }
     }
-    // Greedy groups of consecutive small files, each group one output file.
-    let mut groups: Vec<Vec<(PathBuf, usize)>> = Vec::new();
-    let mut rows_in_group = 0;
-    for (file, rows) in small {
-        match groups.last_mut() {
-            Some(group) if rows_in_group + rows <= target_rows => group.push((file, rows)),
-            _ => {
-                groups.push(vec![(file, rows)]);
-                rows_in_group = 0;
-            }
-        }
-        rows_in_group += rows;
-    }
-    groups.retain(|g| g.len() > 1);
+    let groups = plan_groups(small, target_rows);
     if groups.is_empty() {
         return Ok(None);
     }
@@ -270,20 +194,11 @@ fn compact_partition(
     let inputs: HashSet<PathBuf> = groups.iter().flatten().map(|(p, _)| p.clone()).collect();
     let mut merged_rows = 0;
     for group in &groups {
-        // An event stored twice (say, by a bug or by a copy made by hand) is merged once.
-        let mut seen = HashSet::new();
-        let mut batches = Vec::new();
+        let mut merge = GroupMerge::default();
         for (file, _) in group {
-            for batch in read_all(file)? {
-                let mut keep = Vec::with_capacity(batch.num_rows());
-                crate::dedup::batch_keys(&batch, |key| keep.push(seen.insert(key)))
-                    .map_err(|reason| CompactError::Read { path: file.clone(), reason })?;
-                let batch = filter_record_batch(&batch, &BooleanArray::from(keep))
-                    .map_err(|e| CompactError::Read { path: file.clone(), reason: e.to_string() })?;
-                batches.push(batch);
-            }
+            merge.add(&file.display().to_string(), read_all(file)?)?;
         }
-        let written = writer.write_into(&staging, &batches)?;
+        let written = writer.write_into(&staging, &merge.batches)?;
         merged_rows += written.rows;
     }
     for file in files.iter().filter(|f| !inputs.contains(*f)) {

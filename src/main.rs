@@ -1,12 +1,8 @@
 //! `kubestep`: the command-line shell over the ingest and query libraries. It parses arguments,
 //! draws progress on terminals and prints results; the work happens in the libraries.
 
+mod allocator;
 mod commands;
-
-/// Ingest builds and drops many large Arrow buffers; mimalloc keeps freed pages for reuse where the
-/// system allocator hands them back to the kernel and faults them in again.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,6 +111,17 @@ fn main() -> ExitCode {
     match cli.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
+    }
+    if matches!(
+        cli.command,
+        Command::Sql(_)
+            | Command::Report(_)
+            | Command::Sessions(_)
+            | Command::Replay(_)
+            | Command::Analyze(_)
+            | Command::Compact(_)
+    ) {
+        allocator::return_freed_memory_at_once();
     }
     let result = match cli.command {
         Command::Import(args) => commands::import::run(args),

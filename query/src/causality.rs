@@ -5,7 +5,8 @@
 //! pair); chains are maximal paths through them from writes nothing triggered, at most
 //! `max_depth` writes long, ranked by length, then fan-out, then time, then index (deterministic).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -78,6 +79,15 @@ impl Serialize for OpId {
     }
 }
 
+/// Text shared between the nodes and edges of a graph: a large session's graph has millions of
+/// them, and most of their strings repeat (actors, kinds, namespaces, objects) or are shared with
+/// an edge's evidence (versions, uids), so each distinct text is held once.
+pub type SharedText = Arc<str>;
+
+fn text<S: serde::Serializer>(value: &SharedText, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(value)
+}
+
 /// A write in the graph (the seed's node shape).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Node {
@@ -87,29 +97,39 @@ pub struct Node {
     #[serde(rename = "type")]
     pub node_type: &'static str,
     /// Who wrote.
-    pub actor_id: String,
+    #[serde(serialize_with = "text")]
+    pub actor_id: SharedText,
     /// `CREATE`, `UPDATE`, ...
-    pub verb: String,
+    #[serde(serialize_with = "text")]
+    pub verb: SharedText,
     /// Kind.
-    pub kind: String,
+    #[serde(serialize_with = "text")]
+    pub kind: SharedText,
     /// Namespace.
-    pub ns: String,
+    #[serde(serialize_with = "text")]
+    pub ns: SharedText,
     /// Name.
-    pub name: String,
+    #[serde(serialize_with = "text")]
+    pub name: SharedText,
     /// Subresource, if any.
-    pub subresource: String,
+    #[serde(serialize_with = "text")]
+    pub subresource: SharedText,
     /// When it was received.
     pub ts: String,
     /// The version it was based on.
-    pub base_rv: String,
+    #[serde(serialize_with = "text")]
+    pub base_rv: SharedText,
     /// The version it produced.
-    pub rv: String,
+    #[serde(serialize_with = "text")]
+    pub rv: SharedText,
     /// Object uid.
-    pub uid: String,
+    #[serde(serialize_with = "text")]
+    pub uid: SharedText,
     /// Milliseconds.
     pub duration_ms: f64,
     /// Failure message (successful writes only here, so empty).
-    pub error: String,
+    #[serde(serialize_with = "text")]
+    pub error: SharedText,
     /// Position in the session.
     pub index: u64,
 }
@@ -124,8 +144,10 @@ pub struct Edge {
     /// `rv`, `owner` or `watch`.
     #[serde(rename = "type")]
     pub edge_type: &'static str,
-    /// The resourceVersion (rv), owner uid (owner) or object (watch) that links them.
-    pub evidence: String,
+    /// The resourceVersion (rv), owner uid (owner) or object (watch) that links them: an
+    /// attribute of the triggering write.
+    #[serde(serialize_with = "text")]
+    pub evidence: SharedText,
 }
 
 /// A chain of writes, each triggered by the previous one.
@@ -186,20 +208,14 @@ pub struct Episode {
 /// The kinds of edge, strongest first: of two edges between the same writes, the stronger is kept.
 const EDGE_KINDS: [&str; 3] = ["rv", "owner", "watch"];
 
-/// The edges SQL of one `kind` for one session and window, with `options`' thresholds.
+/// The SQL of one `kind`'s edges (`rv`, `owner`, `watch`) for one session and window, with
+/// `options`' thresholds: the `causal_edges` view with its last statement replaced by one over
+/// that kind's pairs.
 fn edges_sql(options: &CausalityOptions, kind: &str) -> String {
-    let sql = crate::views::CAUSAL_EDGES.replace("{scope}", EDGES_SCOPE);
-    let only = |k: &str| u64::from(k == kind);
-    crate::views::fill(
-        &sql,
-        &[
-            ("trigger_ms", options.trigger_window_ms),
-            ("episode_gap_ms", options.episode_gap_ms),
-            ("rv_edges", only("rv")),
-            ("owner_edges", only("owner")),
-            ("watch_edges", only("watch")),
-        ],
-    )
+    let sql = crate::views::CAUSAL_EDGES
+        .replace("{scope}", EDGES_SCOPE)
+        .replace(crate::views::CAUSAL_EDGES_RESULT, &format!("SELECT from_index, to_index FROM {kind}_edges\n"));
+    crate::views::fill(&sql, &[("trigger_ms", options.trigger_window_ms), ("episode_gap_ms", options.episode_gap_ms)])
 }
 
 /// The bounds of an open window: 0001-01-01 and 9999-12-31, the range every engine's timestamps
@@ -266,31 +282,33 @@ async fn causality_once(
         timestamp(options.window.0, EARLIEST_US),
         timestamp(options.window.1, LATEST_US),
     ];
-    // One statement per kind, strongest first, each pair keeping the first (strongest) edge found:
-    // the same edges as the view's union, with one kind's joins in memory at a time.
-    // Streamed: a large session's edges are millions of rows, held once, in the map.
-    let mut strongest: BTreeMap<(u64, u64), (&'static str, String)> = BTreeMap::new();
-    for edge_kind in EDGE_KINDS {
+    // One statement per kind, streamed: a large session's edges are millions of rows, held here as
+    // (from, to, kind) only. Of the edges of one pair, the strongest kind (first in EDGE_KINDS) stays.
+    let mut pairs: Vec<(u64, u64, u8)> = Vec::new();
+    for (kind, edge_kind) in EDGE_KINDS.iter().enumerate() {
         let mut stream = frame(ctx, &edges_sql(options, edge_kind), params.clone()).await?.execute_stream().await?;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let (from, to) = (Ints::of(&batch, "from_index")?, Ints::of(&batch, "to_index")?);
-            let evidence = Strings::of(&batch, "evidence")?;
             for row in 0..batch.num_rows() {
                 let (Some(f), Some(t)) = (from.get(row), to.get(row)) else { continue };
-                strongest.entry((f.max(0) as u64, t.max(0) as u64)).or_insert_with(|| (edge_kind, evidence.text(row)));
+                pairs.push((f.max(0) as u64, t.max(0) as u64, kind as u8));
             }
         }
     }
-    let edges: Vec<(u64, u64, &'static str, String)> =
-        strongest.into_iter().map(|((f, t), (kind, evidence))| (f, t, kind, evidence)).collect();
-    let indexes: BTreeSet<u64> = edges.iter().flat_map(|(f, t, _, _)| [*f, *t]).collect();
+    pairs.sort_unstable();
+    pairs.dedup_by_key(|(f, t, _)| (*f, *t));
+    pairs.shrink_to_fit();
+    let edges: Vec<(u64, u64, &'static str)> =
+        pairs.into_iter().map(|(f, t, k)| (f, t, EDGE_KINDS[k as usize])).collect();
+    let indexes: BTreeSet<u64> = edges.iter().flat_map(|(f, t, _)| [*f, *t]).collect();
     let nodes = nodes(ctx, session, &indexes).await?;
+    drop(indexes);
     let by_index: BTreeMap<u64, &Node> = nodes.iter().map(|n| (n.index, n)).collect();
 
     let mut outgoing: BTreeMap<u64, Vec<(u64, &str)>> = BTreeMap::new();
     let mut has_incoming = BTreeSet::new();
-    for (f, t, kind, _) in &edges {
+    for (f, t, kind) in &edges {
         outgoing.entry(*f).or_default().push((*t, *kind));
         has_incoming.insert(*t);
     }
@@ -322,7 +340,7 @@ async fn causality_once(
             }
         }
     }
-    let actor_of = |i: &u64| by_index.get(i).map_or(String::new(), |n| n.actor_id.clone());
+    let actor_of = |i: &u64| by_index.get(i).map_or(String::new(), |n| n.actor_id.to_string());
     let mut chains: Vec<Chain> = paths
         .into_iter()
         .map(|(path, kinds)| Chain {
@@ -345,20 +363,29 @@ async fn causality_once(
     let chains_total = chains.len();
     chains.truncate(options.max_chains);
     let mut edges_by_type = BTreeMap::new();
-    for (_, _, kind, _) in &edges {
+    for (_, _, kind) in &edges {
         *edges_by_type.entry((*kind).to_owned()).or_default() += 1;
     }
-    Ok(CausalityReport {
-        session_id: session.to_owned(),
-        edges: edges
-            .into_iter()
-            .map(|(f, t, kind, evidence)| Edge { from: OpId(f), to: OpId(t), edge_type: kind, evidence })
-            .collect(),
-        nodes,
-        chains,
-        chains_total,
-        edges_by_type,
-    })
+    // The evidence is an attribute of the triggering write, shared with its node.
+    let mut objects: BTreeMap<u64, SharedText> = BTreeMap::new();
+    let empty: SharedText = Arc::from("");
+    let mut evidence = |from: u64, kind: &str| -> SharedText {
+        let Some(node) = by_index.get(&from) else { return empty.clone() };
+        match kind {
+            "rv" => node.rv.clone(),
+            "owner" => node.uid.clone(),
+            _ => {
+                objects.entry(from).or_insert_with(|| format!("{} {}/{}", node.kind, node.ns, node.name).into()).clone()
+            }
+        }
+    };
+    let edges = edges
+        .into_iter()
+        .map(|(f, t, kind)| Edge { from: OpId(f), to: OpId(t), edge_type: kind, evidence: evidence(f, kind) })
+        .collect();
+    drop(objects);
+    drop(by_index);
+    Ok(CausalityReport { session_id: session.to_owned(), edges, nodes, chains, chains_total, edges_by_type })
 }
 
 async fn nodes(ctx: &SessionContext, session: &str, indexes: &BTreeSet<u64>) -> Result<Vec<Node>, QueryError> {
@@ -369,6 +396,7 @@ async fn nodes(ctx: &SessionContext, session: &str, indexes: &BTreeSet<u64>) -> 
     let list = indexes.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let params = vec![ScalarValue::from(session), ScalarValue::from(list.as_str())];
     let mut stream = frame(ctx, NODES_SQL, params).await?.execute_stream().await?;
+    let mut texts = Interner::default();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let index = Ints::of(&batch, "index")?;
@@ -383,22 +411,53 @@ async fn nodes(ctx: &SessionContext, session: &str, indexes: &BTreeSet<u64>) -> 
             out.push(Node {
                 id: OpId(i),
                 node_type: "op",
-                actor_id: actor.text(row),
-                verb: op.text(row),
-                kind: kind.text(row),
-                ns: ns.text(row),
-                name: name.text(row),
-                subresource: sub.text(row),
+                actor_id: texts.get(actor.get(row).unwrap_or("")),
+                verb: texts.get(op.get(row).unwrap_or("")),
+                kind: texts.get(kind.get(row).unwrap_or("")),
+                ns: texts.get(ns.get(row).unwrap_or("")),
+                name: texts.get(name.get(row).unwrap_or("")),
+                subresource: texts.get(sub.get(row).unwrap_or("")),
                 ts: received.get(row).map(format_time).unwrap_or_default(),
-                base_rv: base.text(row),
-                rv: rv.text(row),
-                uid: uid.text(row),
+                base_rv: Arc::from(base.get(row).unwrap_or("")),
+                rv: Arc::from(rv.get(row).unwrap_or("")),
+                uid: texts.get(uid.get(row).unwrap_or("")),
                 duration_ms: duration.get(row).unwrap_or(0.0),
-                error: error.text(row),
+                error: texts.get(error.get(row).unwrap_or("")),
                 index: i,
             });
         }
     }
     out.sort_by_key(|n| n.index);
     Ok(out)
+}
+
+/// Hands out one shared copy of each distinct text.
+#[derive(Default)]
+struct Interner(HashMap<SharedText, ()>);
+
+impl Interner {
+    fn get(&mut self, text: &str) -> SharedText {
+        if let Some((shared, _)) = self.0.get_key_value(text) {
+            return shared.clone();
+        }
+        let shared: SharedText = Arc::from(text);
+        self.0.insert(shared.clone(), ());
+        shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_reads_only_its_own_edges() {
+        let options = CausalityOptions::default();
+        for kind in EDGE_KINDS {
+            let sql = edges_sql(&options, kind);
+            assert!(sql.contains(&format!("SELECT from_index, to_index FROM {kind}_edges")), "{kind}: {sql}");
+            assert!(!sql.contains(crate::views::CAUSAL_EDGES_RESULT), "{kind} still returns every kind");
+            assert!(!sql.contains('{'), "{kind} has an unfilled placeholder");
+        }
+    }
 }

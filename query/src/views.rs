@@ -18,9 +18,12 @@ pub const ERROR_REQUEUES: &str = include_str!("../sql/views/error_requeues.sql")
 pub const EPISODES: &str = include_str!("../sql/views/episodes.sql");
 /// `causal_edges`: which write triggered which, with the evidence (`{scope}` narrows it).
 pub const CAUSAL_EDGES: &str = include_str!("../sql/views/causal_edges.sql");
+/// The last statement of `causal_edges`: the strongest edge of each pair, what the view returns.
+/// `analyze causality` puts a statement over one kind's edges in its place.
+pub const CAUSAL_EDGES_RESULT: &str = "SELECT * FROM strongest\n";
 
 /// The thresholds the registered views use (the CLI's defaults).
-pub const DEFAULT_THRESHOLDS: [(&str, u64); 10] = [
+pub const DEFAULT_THRESHOLDS: [(&str, u64); 7] = [
     ("hot_writes", 10),
     ("hot_window_seconds", 60),
     ("conflict_min", 3),
@@ -28,10 +31,6 @@ pub const DEFAULT_THRESHOLDS: [(&str, u64); 10] = [
     ("episode_gap_ms", 1000),
     ("trigger_ms", 5000),
     ("fight_turns", 4),
-    // `causal_edges` holds every kind of edge; `analyze causality` asks for one kind at a time.
-    ("rv_edges", 1),
-    ("owner_edges", 1),
-    ("watch_edges", 1),
 ];
 
 /// Every view: its name and its SQL (thresholds still as `{placeholders}`), in dependency order.

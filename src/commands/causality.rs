@@ -109,7 +109,7 @@ pub fn run(args: CausalityArgs) -> anyhow::Result<ExitCode> {
 
 fn node_line(node: &Node) -> String {
     let sub = if node.subresource.is_empty() { String::new() } else { format!("/{}", node.subresource) };
-    let object = if node.ns.is_empty() { node.name.clone() } else { format!("{}/{}", node.ns, node.name) };
+    let object = if node.ns.is_empty() { node.name.to_string() } else { format!("{}/{}", node.ns, node.name) };
     let base = if node.base_rv.is_empty() { String::new() } else { format!("{} ", node.base_rv) };
     format!(
         "[{}] {}  {}  {} {} {object}{sub}  rv {base}-> {}",

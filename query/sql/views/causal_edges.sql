@@ -86,17 +86,22 @@ watch_edges AS (
                 AND w."index" >= g.first_touch
     WHERE w.is_write
 ),
--- {rv_edges}, {owner_edges} and {watch_edges} are 1 to include that kind (the view includes all);
--- `analyze causality` computes one kind per statement, so that only one kind's joins hold memory
--- at a time, and keeps the strongest edge of each pair itself.
 all_edges AS (
-    SELECT * FROM rv_edges WHERE {rv_edges} = 1
-    UNION ALL SELECT * FROM owner_edges WHERE {owner_edges} = 1
-    UNION ALL SELECT * FROM watch_edges WHERE {watch_edges} = 1
+    SELECT * FROM rv_edges
+    UNION ALL SELECT * FROM owner_edges
+    UNION ALL SELECT * FROM watch_edges
+),
+-- The strongest edge of each pair. Within one kind a pair has one edge: the evidence is the "from"
+-- write's version (rv), uid (owner) or object (watch). `analyze causality` computes one kind per
+-- statement, so that only one kind's joins hold memory at a time: it replaces the statement below
+-- with `SELECT from_index, to_index FROM <kind>_edges`, keeps the strongest edge of each pair
+-- itself, and takes the evidence from the "from" write.
+strongest AS (
+    SELECT session_id, from_index, to_index, edge, evidence
+    FROM (
+        SELECT *, row_number() OVER (PARTITION BY session_id, from_index, to_index ORDER BY strength, evidence) AS rank
+        FROM all_edges
+    )
+    WHERE rank = 1
 )
-SELECT session_id, from_index, to_index, edge, evidence
-FROM (
-    SELECT *, row_number() OVER (PARTITION BY session_id, from_index, to_index ORDER BY strength, evidence) AS rank
-    FROM all_edges
-)
-WHERE rank = 1
+SELECT * FROM strongest

@@ -9,8 +9,11 @@
 # session `bench`. Each executor gets one core (`taskset`) and one task slot, so "two executors"
 # is twice the compute of "one", as two machines would be; the client (`kubestep`) and the
 # scheduler share the machine with them. Every figure is the median of 3 wall times, process start
-# included. Needs the release binary (`cargo build --release`), the Ballista binaries and moto as
-# `.ci/test` installs them.
+# included. Needs the release binary (`cargo build --release`), moto as `.ci/test` installs it, and
+# Ballista binaries: `.ci/test` builds its own at opt-level 1, enough for the tests but not for
+# figures, so install default-release ones elsewhere for a benchmark
+# (`cargo install --locked --root DIR ballista-scheduler@55.0.0 ballista-executor@55.0.0`) and
+# point KUBESTEP_BALLISTA_BIN at DIR/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

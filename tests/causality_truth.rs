@@ -210,6 +210,36 @@ fn two_interleaved_chains_come_out_as_two_chains() {
 }
 
 #[test]
+fn the_text_counts_the_whole_graph_and_shows_the_json_s_best_chains() {
+    // The text reads back only the writes of the chains it prints, yet its counts are the graph's.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut writes = chain("", "one", 10_000);
+    writes.extend(chain("other-", "two", 10_050));
+    record(&data, &writes);
+    let report = causality(&data);
+    let output =
+        kubestep(&["analyze", "causality", "--session", "s", "-d", &data.display().to_string(), "--chains", "1"], None);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let (nodes, edges) = (report["nodes"].as_array().unwrap().len(), report["edges"].as_array().unwrap().len());
+    assert_eq!((nodes, edges), (8, 6), "{report:#}");
+    let headline = printed.lines().next().unwrap_or_default();
+    assert_eq!(headline, "Causality in session s: 8 writes linked by 6 edges (owner 2, rv 4); 2 chains", "{printed}");
+    assert!(printed.contains("\n... and 1 more chains\n"), "{printed}");
+    // The one chain printed is the JSON's first, write by write.
+    let best: Vec<&str> =
+        report["chains"][0]["nodes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    let printed_writes: Vec<String> = printed
+        .lines()
+        .filter_map(|line| {
+            line.split_once('[').and_then(|(_, rest)| rest.split_once(']')).map(|(i, _)| format!("op:{i}"))
+        })
+        .collect();
+    assert_eq!(printed_writes, best, "{printed}");
+}
+
+#[test]
 fn the_dot_output_renders_with_graphviz() {
     let dot = which("dot").expect("Graphviz's `dot` renders the DOT output: `bash .ci/test` installs it");
     let tmp = tempfile::tempdir().unwrap();

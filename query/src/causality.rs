@@ -40,6 +40,11 @@ pub struct CausalityOptions {
     pub episode_gap_ms: u64,
     /// At most this many chains are reported.
     pub max_chains: usize,
+    /// Whether the report carries the whole graph, every linked write and every edge (what
+    /// `--format json` prints), or only the reported chains' writes and the edges between them
+    /// (what the text, the Graphviz output and the timeline page show). A large session's graph
+    /// is millions of writes: without it, only the writes on the paths searched are read back.
+    pub whole_graph: bool,
 }
 
 impl Default for CausalityOptions {
@@ -51,6 +56,7 @@ impl Default for CausalityOptions {
             trigger_window_ms: 5000,
             episode_gap_ms: 1000,
             max_chains: 50,
+            whole_graph: true,
         }
     }
 }
@@ -170,10 +176,16 @@ pub struct Chain {
 pub struct CausalityReport {
     /// The session.
     pub session_id: String,
-    /// Writes that have an edge.
+    /// Writes that have an edge (with `whole_graph` off, only the reported chains' writes).
     pub nodes: Vec<Node>,
-    /// Edges.
+    /// Edges (with `whole_graph` off, only those between the reported chains' writes).
     pub edges: Vec<Edge>,
+    /// How many writes have an edge, whether `nodes` holds them all or not.
+    #[serde(skip)]
+    pub writes_linked: usize,
+    /// How many edges there are, whether `edges` holds them all or not.
+    #[serde(skip)]
+    pub edges_total: usize,
     /// Chains, best first.
     pub chains: Vec<Chain>,
     /// Chains found, one per root write (the report keeps `max_chains`).
@@ -301,10 +313,6 @@ async fn causality_once(
     pairs.shrink_to_fit();
     let edges: Vec<(u64, u64, &'static str)> =
         pairs.into_iter().map(|(f, t, k)| (f, t, EDGE_KINDS[k as usize])).collect();
-    let indexes: BTreeSet<u64> = edges.iter().flat_map(|(f, t, _)| [*f, *t]).collect();
-    let nodes = nodes(ctx, session, &indexes).await?;
-    drop(indexes);
-    let by_index: BTreeMap<u64, &Node> = nodes.iter().map(|n| (n.index, n)).collect();
 
     let mut outgoing: BTreeMap<u64, Vec<(u64, &str)>> = BTreeMap::new();
     let mut has_incoming = BTreeSet::new();
@@ -312,7 +320,9 @@ async fn causality_once(
         outgoing.entry(*f).or_default().push((*t, *kind));
         has_incoming.insert(*t);
     }
+    let writes_linked = outgoing.len() + has_incoming.iter().filter(|t| !outgoing.contains_key(t)).count();
     let roots: Vec<u64> = outgoing.keys().copied().filter(|i| !has_incoming.contains(i)).collect();
+    drop(has_incoming);
     let mut paths: Vec<(Vec<u64>, Vec<&str>)> = Vec::new();
     for root in roots {
         let mut stack: Vec<(Vec<u64>, Vec<&str>)> = vec![(vec![root], Vec::new())];
@@ -340,6 +350,20 @@ async fn causality_once(
             }
         }
     }
+
+    // The writes read back: every linked one for the whole graph, else those on the paths found
+    // (the chains are chosen among them, and the actor filter needs their actors).
+    let mut wanted: Vec<u64> = if options.whole_graph {
+        edges.iter().flat_map(|(f, t, _)| [*f, *t]).collect()
+    } else {
+        paths.iter().flat_map(|(path, _)| path.iter().copied()).collect()
+    };
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut nodes = nodes(ctx, session, &wanted).await?;
+    drop(wanted);
+    let by_index: BTreeMap<u64, &Node> = nodes.iter().map(|n| (n.index, n)).collect();
+
     let actor_of = |i: &u64| by_index.get(i).map_or(String::new(), |n| n.actor_id.to_string());
     let mut chains: Vec<Chain> = paths
         .into_iter()
@@ -362,10 +386,17 @@ async fn causality_once(
     chains.retain(|c| seen_roots.insert(c.nodes.first().cloned().unwrap_or_default()));
     let chains_total = chains.len();
     chains.truncate(options.max_chains);
+    drop(outgoing);
     let mut edges_by_type = BTreeMap::new();
     for (_, _, kind) in &edges {
         *edges_by_type.entry((*kind).to_owned()).or_default() += 1;
     }
+    let edges_total = edges.len();
+
+    // Without the whole graph, the chains' writes and the edges between them.
+    let in_chains: BTreeSet<u64> =
+        chains.iter().flat_map(|c| c.nodes.iter().filter_map(|n| OpId::parse(n))).map(|id| id.0).collect();
+    let shown = |i: &u64| options.whole_graph || in_chains.contains(i);
     // The evidence is an attribute of the triggering write, shared with its node.
     let mut objects: BTreeMap<u64, SharedText> = BTreeMap::new();
     let empty: SharedText = Arc::from("");
@@ -381,14 +412,24 @@ async fn causality_once(
     };
     let edges = edges
         .into_iter()
+        .filter(|(f, t, _)| shown(f) && shown(t))
         .map(|(f, t, kind)| Edge { from: OpId(f), to: OpId(t), edge_type: kind, evidence: evidence(f, kind) })
         .collect();
-    drop(objects);
-    drop(by_index);
-    Ok(CausalityReport { session_id: session.to_owned(), edges, nodes, chains, chains_total, edges_by_type })
+    nodes.retain(|n| shown(&n.index));
+    Ok(CausalityReport {
+        session_id: session.to_owned(),
+        edges,
+        nodes,
+        writes_linked,
+        edges_total,
+        chains,
+        chains_total,
+        edges_by_type,
+    })
 }
 
-async fn nodes(ctx: &SessionContext, session: &str, indexes: &BTreeSet<u64>) -> Result<Vec<Node>, QueryError> {
+/// The writes at `indexes` (sorted, distinct) of `session`, in index order.
+async fn nodes(ctx: &SessionContext, session: &str, indexes: &[u64]) -> Result<Vec<Node>, QueryError> {
     let mut out = Vec::new();
     if indexes.is_empty() {
         return Ok(out);

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::QueryError;
 use crate::analyze::{AnalysisReport, AnalyzeOptions, analyze};
-use crate::causality::{CausalityOptions, CausalityReport, OpId, causality};
+use crate::causality::{CausalityOptions, CausalityReport, causality};
 use crate::context::collect;
 use crate::diff::FieldChange;
 use crate::replay::{ReplayQuery, replay};
@@ -43,7 +43,9 @@ impl Default for ReportOptions {
             buckets: 2_000,
             max_diffs: 5_000,
             analyze: AnalyzeOptions::all(),
-            causality: CausalityOptions::default(),
+            // The page draws the chains: only their writes and the edges between them travel with
+            // it (the whole graph of a large session is tens of megabytes).
+            causality: CausalityOptions { whole_graph: false, ..CausalityOptions::default() },
         }
     }
 }
@@ -262,13 +264,7 @@ async fn session_report_once(
 
     let diffs = write_diffs(ctx, session, &writes, options.max_diffs).await?;
     let analysis = analyze(ctx, session, &options.analyze).await?;
-    let mut causality = causality(ctx, session, &options.causality).await?;
-    // The page draws the chains: only their writes and the edges between them travel with it (the
-    // whole graph of a large session is tens of megabytes).
-    let in_chains: HashSet<OpId> =
-        causality.chains.iter().flat_map(|c| c.nodes.iter().filter_map(|n| OpId::parse(n))).collect();
-    causality.nodes.retain(|n| in_chains.contains(&n.id));
-    causality.edges.retain(|e| in_chains.contains(&e.from) && in_chains.contains(&e.to));
+    let causality = causality(ctx, session, &options.causality).await?;
     Ok(SessionReport {
         session_id: session.to_owned(),
         first_at: format_time(start_us),

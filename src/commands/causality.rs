@@ -93,6 +93,8 @@ pub fn run(args: CausalityArgs) -> anyhow::Result<ExitCode> {
         trigger_window_ms: args.trigger_window.as_millis() as u64,
         episode_gap_ms: args.episode_gap.as_millis() as u64,
         max_chains: args.chains.max(1),
+        // Only JSON prints the whole graph; the text and Graphviz show the chains.
+        whole_graph: matches!(args.format, CausalityFormat::Json),
     };
     block_on(async {
         let ctx = open_on(&args.data, &args.engine).await?;
@@ -124,8 +126,8 @@ pub(crate) fn render_text(report: &CausalityReport) -> String {
     let mut out = format!(
         "Causality in session {}: {} writes linked by {} edges ({}); {} chains\n",
         report.session_id,
-        report.nodes.len(),
-        report.edges.len(),
+        report.writes_linked,
+        report.edges_total,
         if kinds.is_empty() { "none".to_owned() } else { kinds.join(", ") },
         report.chains_total
     );

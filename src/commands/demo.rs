@@ -102,7 +102,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let report = kubestep_query::analyze::analyze(&ctx, SESSION, &options).await?;
         print!("{}", super::analyze::render_text(&report, &options));
         println!("$ kubestep analyze causality --session {SESSION}");
-        let causality_options = kubestep_query::causality::CausalityOptions { max_chains: 3, ..Default::default() };
+        let causality_options =
+            kubestep_query::causality::CausalityOptions { max_chains: 3, whole_graph: false, ..Default::default() };
         let chains = kubestep_query::causality::causality(&ctx, SESSION, &causality_options).await?;
         println!("{}", super::causality::render_text(&chains));
         anyhow::Ok(())

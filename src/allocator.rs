@@ -14,9 +14,10 @@ const PURGE_DELAY_DEFAULT_MS: std::ffi::c_long = 10;
 /// Makes freed pages go back to the kernel at once.
 ///
 /// A query command runs statement after statement, each building and dropping its own hash tables
-/// and sorted runs. With the delayed purge, memory one statement had freed was still resident when
-/// the next one peaked: `analyze causality` at 10M operations peaked at 3.2 GB, and at 2.1 GB with
-/// an immediate purge, in the same time. Ingest keeps the default, where reuse saves page faults.
+/// and sorted runs; with the delayed purge, memory one statement freed can still be resident when
+/// the next one peaks. The measured effect is small against the run-to-run spread (docs/PERFORMANCE.md,
+/// `analyze causality` at 10M operations), but it costs nothing measurable either. Ingest keeps the
+/// default, where reuse saves page faults.
 /// A `MIMALLOC_PURGE_DELAY` set in the environment still wins: the option is changed only while it
 /// has its default value (which also guards against a mimalloc whose options are numbered
 /// differently).

@@ -22,8 +22,11 @@ use futures::StreamExt;
 const EDGES_SCOPE: &str = "WHERE session_id = $1 AND received_at >= $2 AND received_at <= $3";
 const NODES_SQL: &str = include_str!("../sql/causal_nodes.sql");
 
-/// Paths explored before the search stops (the best found so far are kept).
-const MAX_PATHS: usize = 20_000;
+/// Paths explored from one root before its search stops (the best found so far is kept): a root
+/// with a wide fan-out has more paths of the longest length than anyone reads.
+const PATHS_PER_ROOT: usize = 10_000;
+/// Paths explored in all before the search stops (the roots searched so far are ranked).
+const MAX_PATHS: usize = 5_000_000;
 
 /// Settings of the causality analysis.
 #[derive(Debug, Clone)]
@@ -314,7 +317,7 @@ async fn causality_once(
     let edges: Vec<(u64, u64, &'static str)> =
         pairs.into_iter().map(|(f, t, k)| (f, t, EDGE_KINDS[k as usize])).collect();
 
-    let mut outgoing: BTreeMap<u64, Vec<(u64, &str)>> = BTreeMap::new();
+    let mut outgoing: Outgoing = BTreeMap::new();
     let mut has_incoming = BTreeSet::new();
     for (f, t, kind) in &edges {
         outgoing.entry(*f).or_default().push((*t, *kind));
@@ -323,69 +326,53 @@ async fn causality_once(
     let writes_linked = outgoing.len() + has_incoming.iter().filter(|t| !outgoing.contains_key(t)).count();
     let roots: Vec<u64> = outgoing.keys().copied().filter(|i| !has_incoming.contains(i)).collect();
     drop(has_incoming);
-    let mut paths: Vec<(Vec<u64>, Vec<&str>)> = Vec::new();
-    for root in roots {
-        let mut stack: Vec<(Vec<u64>, Vec<&str>)> = vec![(vec![root], Vec::new())];
-        while let Some((path, kinds)) = stack.pop() {
-            if paths.len() >= MAX_PATHS {
-                break;
-            }
-            let last = *path.last().unwrap_or(&root);
-            let next = outgoing.get(&last).filter(|_| path.len() < options.max_depth.max(2));
-            match next {
-                Some(targets) if !targets.is_empty() => {
-                    for (t, kind) in targets.iter().rev() {
-                        let mut p = path.clone();
-                        p.push(*t);
-                        let mut k = kinds.clone();
-                        k.push(kind);
-                        stack.push((p, k));
-                    }
-                }
-                _ => {
-                    if path.len() >= 2 {
-                        paths.push((path, kinds));
-                    }
-                }
-            }
-        }
-    }
 
-    // The writes read back: every linked one for the whole graph, else those on the paths found
-    // (the chains are chosen among them, and the actor filter needs their actors).
-    let mut wanted: Vec<u64> = if options.whole_graph {
-        edges.iter().flat_map(|(f, t, _)| [*f, *t]).collect()
+    // The whole graph reads every linked write back; so does an actor filter, which needs their
+    // actors during the search. Otherwise only the reported chains' writes are read, afterwards.
+    let read_all_first = options.whole_graph || options.actor.is_some();
+    let mut nodes = if read_all_first {
+        let mut linked: Vec<u64> = edges.iter().flat_map(|(f, t, _)| [*f, *t]).collect();
+        linked.sort_unstable();
+        linked.dedup();
+        nodes(ctx, session, &linked).await?
     } else {
-        paths.iter().flat_map(|(path, _)| path.iter().copied()).collect()
+        Vec::new()
     };
-    wanted.sort_unstable();
-    wanted.dedup();
-    let mut nodes = nodes(ctx, session, &wanted).await?;
-    drop(wanted);
-    let by_index: BTreeMap<u64, &Node> = nodes.iter().map(|n| (n.index, n)).collect();
-
-    let actor_of = |i: &u64| by_index.get(i).map_or(String::new(), |n| n.actor_id.to_string());
-    let mut chains: Vec<Chain> = paths
-        .into_iter()
-        .map(|(path, kinds)| Chain {
-            actors: path.iter().map(actor_of).collect(),
-            fan_out: path.iter().map(|i| outgoing.get(i).map_or(0, Vec::len)).sum(),
-            depth: path.len(),
-            nodes: path.iter().map(|i| format!("op:{i}")).collect(),
-            edges: kinds.iter().map(|k| (*k).to_owned()).collect(),
-        })
-        .filter(|c| options.actor.as_ref().is_none_or(|a| c.actors.contains(a)))
-        .collect();
-    // Longest first, then widest, then earliest (node ids carry the index), deterministic.
-    let start = |c: &Chain| c.nodes.first().and_then(|n| n[3..].parse::<u64>().ok()).unwrap_or(0);
-    chains.sort_by(|a, b| {
-        b.depth.cmp(&a.depth).then(b.fan_out.cmp(&a.fan_out)).then(start(a).cmp(&start(b))).then(a.nodes.cmp(&b.nodes))
+    let mut best = {
+        let actors: BTreeMap<u64, &str> = nodes.iter().map(|n| (n.index, &*n.actor_id)).collect();
+        let wanted = options.actor.as_deref();
+        let takes_part = |path: &[u64]| wanted.is_none_or(|a| path.iter().any(|i| actors.get(i) == Some(&a)));
+        best_path_of_each_root(&outgoing, &roots, options.max_depth.max(2), takes_part)
+    };
+    // Longest first, then widest, then earliest, then by node ids (deterministic).
+    best.sort_by(|a, b| {
+        b.nodes
+            .len()
+            .cmp(&a.nodes.len())
+            .then(b.fan_out.cmp(&a.fan_out))
+            .then(a.nodes.first().cmp(&b.nodes.first()))
+            .then_with(|| by_ids(&a.nodes, &b.nodes))
     });
-    // Paths from one root share most of their writes: report the best one of each root.
-    let mut seen_roots = BTreeSet::new();
-    chains.retain(|c| seen_roots.insert(c.nodes.first().cloned().unwrap_or_default()));
-    let chains_total = chains.len();
-    chains.truncate(options.max_chains);
+    let chains_total = best.len();
+    best.truncate(options.max_chains);
+    if !read_all_first {
+        let mut wanted: Vec<u64> = best.iter().flat_map(|p| p.nodes.iter().copied()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        nodes = self::nodes(ctx, session, &wanted).await?;
+    }
+    let by_index: BTreeMap<u64, &Node> = nodes.iter().map(|n| (n.index, n)).collect();
+    let actor_of = |i: &u64| by_index.get(i).map_or(String::new(), |n| n.actor_id.to_string());
+    let chains: Vec<Chain> = best
+        .into_iter()
+        .map(|path| Chain {
+            actors: path.nodes.iter().map(actor_of).collect(),
+            fan_out: path.fan_out,
+            depth: path.nodes.len(),
+            nodes: path.nodes.iter().map(|i| OpId(*i).to_string()).collect(),
+            edges: path.kinds.iter().map(|k| (*k).to_owned()).collect(),
+        })
+        .collect();
     drop(outgoing);
     let mut edges_by_type = BTreeMap::new();
     for (_, _, kind) in &edges {
@@ -472,6 +459,86 @@ async fn nodes(ctx: &SessionContext, session: &str, indexes: &[u64]) -> Result<V
     Ok(out)
 }
 
+/// Each write's edges: the writes it triggered, with the kind of evidence.
+type Outgoing = BTreeMap<u64, Vec<(u64, &'static str)>>;
+
+/// A path through the graph: writes by index, the edge kinds between them, and its fan-out (the
+/// edges leaving its writes, in total).
+struct Path {
+    nodes: Vec<u64>,
+    kinds: Vec<&'static str>,
+    fan_out: usize,
+}
+
+/// Orders node lists as their ids (`op:<index>`) compare as text, the order the JSON shows them in.
+fn by_ids(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
+    a.iter().map(|i| OpId(*i).to_string()).cmp(b.iter().map(|i| OpId(*i).to_string()))
+}
+
+/// For each root (a write nothing triggered), its best chain: the longest maximal path from it of
+/// at most `max_depth` writes, then the widest, then the first by node ids, among those
+/// `takes_part` accepts. Every root is searched (up to [`PATHS_PER_ROOT`] paths each), so the
+/// chains of a long session come from all of it, not from its beginning.
+fn best_path_of_each_root(
+    outgoing: &Outgoing,
+    roots: &[u64],
+    max_depth: usize,
+    takes_part: impl Fn(&[u64]) -> bool,
+) -> Vec<Path> {
+    let fan_out = |i: &u64| outgoing.get(i).map_or(0, Vec::len);
+    let mut best_paths = Vec::new();
+    let mut explored = 0usize;
+    for &root in roots {
+        if explored >= MAX_PATHS {
+            tracing::warn!(
+                explored,
+                roots = roots.len(),
+                "causality: the chain search stopped after {MAX_PATHS} paths; later roots are not ranked"
+            );
+            break;
+        }
+        let mut best: Option<Path> = None;
+        let mut stack: Vec<(Vec<u64>, Vec<&'static str>)> = vec![(vec![root], Vec::new())];
+        let mut paths = 0usize;
+        while let Some((path, kinds)) = stack.pop() {
+            if paths >= PATHS_PER_ROOT {
+                break;
+            }
+            let last = *path.last().unwrap_or(&root);
+            match outgoing.get(&last).filter(|targets| path.len() < max_depth && !targets.is_empty()) {
+                Some(targets) => {
+                    for (t, kind) in targets.iter().rev() {
+                        let mut p = path.clone();
+                        p.push(*t);
+                        let mut k = kinds.clone();
+                        k.push(kind);
+                        stack.push((p, k));
+                    }
+                }
+                None => {
+                    paths += 1;
+                    if path.len() < 2 || !takes_part(&path) {
+                        continue;
+                    }
+                    let candidate = Path { fan_out: path.iter().map(fan_out).sum(), nodes: path, kinds };
+                    let better = best.as_ref().is_none_or(|b| {
+                        (candidate.nodes.len(), candidate.fan_out)
+                            .cmp(&(b.nodes.len(), b.fan_out))
+                            .then_with(|| by_ids(&b.nodes, &candidate.nodes))
+                            .is_gt()
+                    });
+                    if better {
+                        best = Some(candidate);
+                    }
+                }
+            }
+        }
+        explored += paths;
+        best_paths.extend(best);
+    }
+    best_paths
+}
+
 /// Hands out one shared copy of each distinct text.
 #[derive(Default)]
 struct Interner(HashMap<SharedText, ()>);
@@ -490,6 +557,54 @@ impl Interner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A graph from (from, to) pairs, every edge of kind `rv`.
+    fn graph(pairs: &[(u64, u64)]) -> (Outgoing, Vec<u64>) {
+        let mut outgoing: Outgoing = BTreeMap::new();
+        for (f, t) in pairs {
+            outgoing.entry(*f).or_default().push((*t, "rv"));
+        }
+        let targets: BTreeSet<u64> = pairs.iter().map(|(_, t)| *t).collect();
+        let roots = outgoing.keys().copied().filter(|i| !targets.contains(i)).collect();
+        (outgoing, roots)
+    }
+
+    #[test]
+    fn a_root_s_best_path_is_its_longest_then_widest_then_first() {
+        // 1 -> 2 -> 3 and 1 -> 4 -> 5 -> 6: the longer wins. 10 -> 11, 10 -> 12 -> 13 and
+        // 10 -> 12 -> 14: the two longest are as wide, so the first by ids wins.
+        let (outgoing, roots) =
+            graph(&[(1, 2), (2, 3), (1, 4), (4, 5), (5, 6), (10, 11), (10, 12), (12, 13), (12, 14)]);
+        let best = best_path_of_each_root(&outgoing, &roots, 6, |_| true);
+        let found: Vec<Vec<u64>> = best.iter().map(|p| p.nodes.clone()).collect();
+        assert_eq!(found, [vec![1, 4, 5, 6], vec![10, 12, 13]]);
+        assert_eq!(best[1].fan_out, 4, "10 has two edges, 12 two, 13 none");
+        // Depth is bounded: of two writes, 1 -> 2 and 1 -> 4 are as wide (first by ids wins), and
+        // 10 -> 12 is wider than 10 -> 11. A filter drops the paths it refuses.
+        let short = best_path_of_each_root(&outgoing, &roots, 2, |_| true);
+        assert_eq!(short.iter().map(|p| p.nodes.clone()).collect::<Vec<_>>(), [vec![1, 2], vec![10, 12]]);
+        let through_14 = best_path_of_each_root(&outgoing, &roots, 6, |path| path.contains(&14));
+        assert_eq!(through_14.iter().map(|p| p.nodes.clone()).collect::<Vec<_>>(), [vec![10, 12, 14]]);
+    }
+
+    #[test]
+    fn a_root_with_more_paths_than_anyone_reads_does_not_hide_the_later_roots() {
+        // Root 0 fans out to 300 writes, each to 300 more: 90,000 paths of 3 writes, more than one
+        // root's budget. A root much later in the session has a chain of 5 writes; it is found.
+        let mut pairs = Vec::new();
+        for i in 1..=300u64 {
+            pairs.push((0, i));
+            for j in 0..300u64 {
+                pairs.push((i, 1_000 + i * 300 + j));
+            }
+        }
+        pairs.extend([(5_000_000, 5_000_001), (5_000_001, 5_000_002), (5_000_002, 5_000_003), (5_000_003, 5_000_004)]);
+        let (outgoing, roots) = graph(&pairs);
+        let best = best_path_of_each_root(&outgoing, &roots, 6, |_| true);
+        assert_eq!(best.len(), 2);
+        assert_eq!(best[0].nodes.len(), 3);
+        assert_eq!(best[1].nodes, [5_000_000, 5_000_001, 5_000_002, 5_000_003, 5_000_004]);
+    }
 
     #[test]
     fn each_kind_reads_only_its_own_edges() {

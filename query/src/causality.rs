@@ -46,7 +46,8 @@ pub struct CausalityOptions {
     /// Whether the report carries the whole graph, every linked write and every edge (what
     /// `--format json` prints), or only the reported chains' writes and the edges between them
     /// (what the text, the Graphviz output and the timeline page show). A large session's graph
-    /// is millions of writes: without it, only the writes on the paths searched are read back.
+    /// is millions of writes: without it, only the reported chains' writes are read back (all
+    /// of them still, when `actor` filters the chains).
     pub whole_graph: bool,
 }
 

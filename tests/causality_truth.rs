@@ -172,14 +172,19 @@ fn a_to_b_to_c_comes_out_with_its_rv_owner_and_rv_edges_and_nothing_backwards() 
     );
 }
 
+/// Two chains of the same shape by different controllers, the second one's steps falling between
+/// the first one's (50 ms later each); returns the audit IDs in step order.
+fn record_two_interleaved_chains(data: &Path) -> Vec<String> {
+    let mut writes = chain("", "one", 10_000);
+    writes.extend(chain("other-", "two", 10_050));
+    record(data, &writes)
+}
+
 #[test]
 fn two_interleaved_chains_come_out_as_two_chains() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    // The second chain's steps fall between the first chain's steps (50 ms later each).
-    let mut writes = chain("", "one", 10_000);
-    writes.extend(chain("other-", "two", 10_050));
-    let ids = record(&data, &writes);
+    let ids = record_two_interleaved_chains(&data);
     let report = causality(&data);
 
     assert_eq!(
@@ -214,9 +219,7 @@ fn the_text_counts_the_whole_graph_and_shows_the_json_s_best_chains() {
     // The text reads back only the writes of the chains it prints, yet its counts are the graph's.
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut writes = chain("", "one", 10_000);
-    writes.extend(chain("other-", "two", 10_050));
-    record(&data, &writes);
+    record_two_interleaved_chains(&data);
     let report = causality(&data);
     let output =
         kubestep(&["analyze", "causality", "--session", "s", "-d", &data.display().to_string(), "--chains", "1"], None);

@@ -286,15 +286,37 @@ fn the_behaviour_views_answer_plain_sql() {
         let name = fight["name"].as_str().unwrap().to_owned();
         assert!(candidates.contains(&vec![name.clone()]), "{name} not in {candidates:?}");
     }
-    // The causal_edges view holds the edges `analyze causality` reports.
+    // The causal_edges view holds exactly the edges `analyze causality` reports, with the same kind
+    // and evidence (the command finds the watch edges without the view's SQL).
     let graph = kubestep(
         &["analyze", "causality", "--session", "v", "-d", &data.display().to_string(), "--format", "json"],
         None,
     );
     let graph: Value = serde_json::from_slice(&graph.stdout).expect("causality JSON");
-    let edges = graph["edges"].as_array().map_or(0, Vec::len) as u64;
-    assert!(edges > 0);
-    assert_eq!(count(&data, "SELECT count(*) FROM causal_edges WHERE session_id = 'v'"), edges);
+    let index = |id: &Value| id.as_str().and_then(|id| id.strip_prefix("op:")).unwrap_or("?").to_owned();
+    let mut reported: Vec<Vec<String>> = graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|e| {
+            vec![
+                index(&e["from"]),
+                index(&e["to"]),
+                e["type"].as_str().unwrap().to_owned(),
+                e["evidence"].as_str().unwrap().to_owned(),
+            ]
+        })
+        .collect();
+    reported.sort();
+    let mut from_view = rows(
+        &data,
+        "SELECT CAST(from_index AS VARCHAR), CAST(to_index AS VARCHAR), edge, evidence FROM causal_edges WHERE session_id = 'v'",
+    );
+    from_view.sort();
+    let watch = reported.iter().filter(|e| e[2] == "watch").count();
+    assert!(watch >= 20, "the scenario has watch edges: {watch}");
+    assert_eq!(reported.len(), from_view.len());
+    assert!(reported == from_view, "the first difference: {:?}", reported.iter().zip(&from_view).find(|(a, b)| a != b));
     let kinds = rows(&data, "SELECT DISTINCT edge FROM causal_edges ORDER BY edge");
     assert_eq!(kinds, vec![vec!["owner".to_owned()], vec!["rv".to_owned()], vec!["watch".to_owned()]]);
 }

@@ -1,9 +1,13 @@
 //! `kubestep analyze causality`: which write triggered which, and the chains they form
 //! (controller A's write triggers B, whose write triggers C).
 //!
-//! The edges are SQL (the `causal_edges` view: `rv`, `owner` and `watch` evidence, strongest kept per
-//! pair); chains are maximal paths through them from writes nothing triggered, at most
-//! `max_depth` writes long, ranked by length, then fan-out, then time, then index (deterministic).
+//! The edges are those of the `causal_edges` view (`rv`, `owner` and `watch` evidence, strongest
+//! kept per pair): `rv` and `owner` edges by its SQL, `watch` edges by one pass over the session in
+//! order ([`watch`]), which means the same and holds only a few seconds of the session at a time;
+//! chains are maximal paths through them from writes nothing triggered, at most `max_depth` writes
+//! long, ranked by length, then fan-out, then time, then index (deterministic).
+
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -14,13 +18,14 @@ use serde::Serialize;
 
 use crate::QueryError;
 use crate::context::{collect, frame};
-use crate::values::{Floats, Ints, Micros, Strings, format_time};
+use crate::values::{Bools, Floats, Ints, Micros, Strings, format_time};
 use futures::StreamExt;
 
 /// The `causal_edges` view narrowed to session `$1` and the window `$2`..`$3` before any edge is
 /// computed, so that operations outside the window never count.
 const EDGES_SCOPE: &str = "WHERE session_id = $1 AND received_at >= $2 AND received_at <= $3";
 const NODES_SQL: &str = include_str!("../sql/causal_nodes.sql");
+const STEPS_SQL: &str = include_str!("../sql/causal_steps.sql");
 
 /// Paths explored from one root before its search stops (the best found so far is kept): a root
 /// with a wide fan-out has more paths of the longest length than anyone reads.
@@ -223,6 +228,8 @@ pub struct Episode {
 
 /// The kinds of edge, strongest first: of two edges between the same writes, the stronger is kept.
 const EDGE_KINDS: [&str; 3] = ["rv", "owner", "watch"];
+/// The kinds whose edges come from the view's SQL; the rest are found by [`watch_edges`].
+const SQL_EDGE_KINDS: usize = 2;
 
 /// The SQL of one `kind`'s edges (`rv`, `owner`, `watch`) for one session and window, with
 /// `options`' thresholds: the `causal_edges` view with its last statement replaced by one over
@@ -301,7 +308,7 @@ async fn causality_once(
     // One statement per kind, streamed: a large session's edges are millions of rows, held here as
     // (from, to, kind) only. Of the edges of one pair, the strongest kind (first in EDGE_KINDS) stays.
     let mut pairs: Vec<(u64, u64, u8)> = Vec::new();
-    for (kind, edge_kind) in EDGE_KINDS.iter().enumerate() {
+    for (kind, edge_kind) in EDGE_KINDS.iter().enumerate().take(SQL_EDGE_KINDS) {
         let mut stream = frame(ctx, &edges_sql(options, edge_kind), params.clone()).await?.execute_stream().await?;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -312,6 +319,8 @@ async fn causality_once(
             }
         }
     }
+    let watch = SQL_EDGE_KINDS as u8;
+    watch_edges(ctx, &params, options, &mut |from, to| pairs.push((from, to, watch))).await?;
     pairs.sort_unstable();
     pairs.dedup_by_key(|(f, t, _)| (*f, *t));
     pairs.shrink_to_fit();
@@ -414,6 +423,47 @@ async fn causality_once(
         chains_total,
         edges_by_type,
     })
+}
+
+/// Hands each `watch` edge of the session and window in `params` to `sink`, from the session's
+/// operations streamed in order (see [`watch`]).
+async fn watch_edges(
+    ctx: &SessionContext,
+    params: &[ScalarValue],
+    options: &CausalityOptions,
+    sink: &mut impl FnMut(u64, u64),
+) -> Result<(), QueryError> {
+    let mut pass = watch::WatchEdges::new(options.trigger_window_ms, options.episode_gap_ms);
+    let mut stream = frame(ctx, STEPS_SQL, params.to_vec()).await?.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let (index, actor) = (Ints::of(&batch, "index")?, Strings::of(&batch, "actor_id")?);
+        let (kind, namespace, name) =
+            (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
+        let (received, completed) = (Micros::of(&batch, "received_at")?, Micros::of(&batch, "completed_at")?);
+        let is_write = Bools::of(&batch, "is_write")?;
+        for row in 0..batch.num_rows() {
+            // Without an actor or a time, a step matches nothing (as in the view's joins).
+            let (Some(i), Some(a), Some(received_at)) = (index.get(row), actor.get(row), received.get(row)) else {
+                continue;
+            };
+            let object = match (kind.get(row), name.get(row)) {
+                (Some(k), Some(n)) => Some(pass.object(k, namespace.get(row).unwrap_or(""), n)),
+                _ => None,
+            };
+            let step = watch::Step {
+                index: i.max(0) as u64,
+                actor: pass.actor(a),
+                object,
+                received_at,
+                completed_at: completed.get(row),
+                is_write: is_write.get(row).unwrap_or(false),
+            };
+            pass.push(step, sink).map_err(|e| QueryError::Data(e.to_string()))?;
+        }
+    }
+    pass.finish(sink);
+    Ok(())
 }
 
 /// The writes at `indexes` (sorted, distinct) of `session`, in index order.
@@ -610,7 +660,7 @@ mod tests {
     #[test]
     fn each_kind_reads_only_its_own_edges() {
         let options = CausalityOptions::default();
-        for kind in EDGE_KINDS {
+        for kind in EDGE_KINDS.into_iter().take(SQL_EDGE_KINDS) {
             let sql = edges_sql(&options, kind);
             assert!(sql.contains(&format!("SELECT from_index, to_index FROM {kind}_edges")), "{kind}: {sql}");
             assert!(!sql.contains(crate::views::CAUSAL_EDGES_RESULT), "{kind} still returns every kind");

@@ -70,6 +70,20 @@ impl Floats {
     }
 }
 
+/// The boolean column `name`.
+pub(crate) struct Bools(ArrayRef);
+
+impl Bools {
+    pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
+        Ok(Bools(column_as(batch, name, &DataType::Boolean)?))
+    }
+
+    pub(crate) fn get(&self, row: usize) -> Option<bool> {
+        let a = self.0.as_boolean();
+        (!a.is_null(row)).then(|| a.value(row))
+    }
+}
+
 /// The timestamp column `name`, in microseconds since the epoch.
 pub(crate) struct Micros(ArrayRef);
 

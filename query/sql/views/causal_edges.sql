@@ -92,10 +92,11 @@ all_edges AS (
     UNION ALL SELECT * FROM watch_edges
 ),
 -- The strongest edge of each pair. Within one kind a pair has one edge: the evidence is the "from"
--- write's version (rv), uid (owner) or object (watch). `analyze causality` computes one kind per
--- statement, so that only one kind's joins hold memory at a time: it replaces the statement below
--- with `SELECT from_index, to_index FROM <kind>_edges`, keeps the strongest edge of each pair
--- itself, and takes the evidence from the "from" write.
+-- write's version (rv), uid (owner) or object (watch). `analyze causality` computes the rv and
+-- owner edges one kind per statement, replacing the statement below with
+-- `SELECT from_index, to_index FROM <kind>_edges`; it finds the watch edges in one pass over the
+-- session in order (query/src/causality/watch.rs, same meaning), keeps the strongest edge of each
+-- pair itself, and takes the evidence from the "from" write.
 strongest AS (
     SELECT session_id, from_index, to_index, edge, evidence
     FROM (

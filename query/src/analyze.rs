@@ -16,6 +16,7 @@ use crate::QueryError;
 use crate::behaviour::{self, BehaviourOptions, ConflictStorm, Fight, HotLoop, Requeue};
 use crate::context::{collect, frame};
 use crate::loops::{Loop, LoopDetector};
+use crate::sections::Sections;
 use crate::values::{Floats, Ints, Micros, Strings, format_time};
 
 const SLOW_SQL: &str = include_str!("../sql/slow_operations.sql");
@@ -239,31 +240,60 @@ async fn analyze_once(
         conflicts: None,
         requeues: None,
     };
-    if options.slow {
-        let (slow, total) = slow_operations(ctx, session, options).await?;
+    // The sections are independent: they run side by side, longest first (see `crate::sections`).
+    let sections = Sections::per_core();
+    let (owned_ctx, owned_session) = (ctx.clone(), session.to_owned());
+    let inputs = move || (owned_ctx.clone(), owned_session.clone());
+    let b = options.behaviour.clone();
+    let (hot, fights) = (options.hot_loops, options.fights);
+    let behaviour = (hot || fights).then(|| {
+        let ((ctx, session), b) = (inputs(), b.clone());
+        sections.spawn(async move { behaviour::hot_loops_and_fights(&ctx, &session, &b, hot, fights).await })
+    });
+    let conflicts = options.conflicts.then(|| {
+        let ((ctx, session), b) = (inputs(), b.clone());
+        sections.spawn(async move { behaviour::conflict_storms(&ctx, &session, &b).await })
+    });
+    let loops = options.loops.then(|| {
+        let ((ctx, session), window) = (inputs(), options.window);
+        sections.spawn(async move { detect_loops(&ctx, &session, window).await })
+    });
+    let errors = options.errors.then(|| {
+        let (ctx, session) = inputs();
+        sections.spawn(async move { errors(&ctx, &session).await })
+    });
+    let slow = options.slow.then(|| {
+        let ((ctx, session), options) = (inputs(), options.clone());
+        sections.spawn(async move { slow_operations(&ctx, &session, &options).await })
+    });
+    let requeues = options.requeues.then(|| {
+        let ((ctx, session), b) = (inputs(), b.clone());
+        sections.spawn(async move { behaviour::requeues(&ctx, &session, &b).await })
+    });
+
+    if let Some(slow) = slow {
+        let (slow, total) = slow.result().await?;
         report.slow_operations = slow;
         report.slow_operations_total = Some(total);
         report.slow_threshold_ms = Some(options.threshold_ms);
     }
-    if options.loops {
-        let loops = detect_loops(ctx, session, options.window).await?;
+    if let Some(loops) = loops {
+        let loops = loops.result().await?;
         report.loops_total = Some(loops.len() as u64);
         report.loops_detected = loops.into_iter().take(MAX_LISTED).collect();
         report.loop_window = Some(options.window);
     }
-    if options.errors {
-        report.errors = Some(errors(ctx, session).await?);
+    if let Some(errors) = errors {
+        report.errors = Some(errors.result().await?);
     }
-    let b = &options.behaviour;
-    if options.hot_loops || options.fights {
-        (report.hot_loops, report.fights) =
-            behaviour::hot_loops_and_fights(ctx, session, b, options.hot_loops, options.fights).await?;
+    if let Some(behaviour) = behaviour {
+        (report.hot_loops, report.fights) = behaviour.result().await?;
     }
-    if options.conflicts {
-        report.conflicts = Some(behaviour::conflict_storms(ctx, session, b).await?);
+    if let Some(conflicts) = conflicts {
+        report.conflicts = Some(conflicts.result().await?);
     }
-    if options.requeues {
-        report.requeues = Some(behaviour::requeues(ctx, session, b).await?);
+    if let Some(requeues) = requeues {
+        report.requeues = Some(requeues.result().await?);
     }
     Ok(report)
 }

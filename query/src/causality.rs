@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use crate::QueryError;
 use crate::context::{collect, frame};
+use crate::sections::Sections;
 use crate::values::{Bools, Floats, Ints, Micros, Strings, format_time};
 use futures::StreamExt;
 
@@ -25,7 +26,8 @@ use futures::StreamExt;
 /// computed, so that operations outside the window never count.
 const EDGES_SCOPE: &str = "WHERE session_id = $1 AND received_at >= $2 AND received_at <= $3";
 const NODES_SQL: &str = include_str!("../sql/causal_nodes.sql");
-const STEPS_SQL: &str = include_str!("../sql/causal_steps.sql");
+/// The session in order, narrowed to what the watch pass ([`watch`]) needs.
+pub const STEPS_SQL: &str = include_str!("../sql/causal_steps.sql");
 
 /// Paths explored from one root before its search stops (the best found so far is kept): a root
 /// with a wide fan-out has more paths of the longest length than anyone reads.
@@ -234,7 +236,10 @@ const SQL_EDGE_KINDS: usize = 2;
 /// The SQL of one `kind`'s edges (`rv`, `owner`, `watch`) for one session and window, with
 /// `options`' thresholds: the `causal_edges` view with its last statement replaced by one over
 /// that kind's pairs.
-fn edges_sql(options: &CausalityOptions, kind: &str) -> String {
+///
+/// Public for the benchmarks, which give other engines the `watch` statement where this crate
+/// streams [`STEPS_SQL`] into its own pass: the same question, asked in SQL.
+pub fn edges_sql(options: &CausalityOptions, kind: &str) -> String {
     let sql = crate::views::CAUSAL_EDGES
         .replace("{scope}", EDGES_SCOPE)
         .replace(crate::views::CAUSAL_EDGES_RESULT, &format!("SELECT from_index, to_index FROM {kind}_edges\n"));
@@ -307,20 +312,39 @@ async fn causality_once(
     ];
     // One statement per kind, streamed: a large session's edges are millions of rows, held here as
     // (from, to, kind) only. Of the edges of one pair, the strongest kind (first in EDGE_KINDS) stays.
-    let mut pairs: Vec<(u64, u64, u8)> = Vec::new();
-    for (kind, edge_kind) in EDGE_KINDS.iter().enumerate().take(SQL_EDGE_KINDS) {
-        let mut stream = frame(ctx, &edges_sql(options, edge_kind), params.clone()).await?.execute_stream().await?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let (from, to) = (Ints::of(&batch, "from_index")?, Ints::of(&batch, "to_index")?);
-            for row in 0..batch.num_rows() {
-                let (Some(f), Some(t)) = (from.get(row), to.get(row)) else { continue };
-                pairs.push((f.max(0) as u64, t.max(0) as u64, kind as u8));
+    // The watch pass runs beside the SQL kinds (see `crate::sections`); the SQL kinds run one after
+    // the other, so that only one kind's joins hold memory at a time.
+    let sections = Sections::per_core();
+    let by_sql = {
+        let (ctx, params) = (ctx.clone(), params.clone());
+        let statements: Vec<(u8, String)> = EDGE_KINDS
+            .iter()
+            .take(SQL_EDGE_KINDS)
+            .enumerate()
+            .map(|(k, name)| (k as u8, edges_sql(options, name)))
+            .collect();
+        sections.spawn(async move {
+            let mut pairs = Vec::new();
+            for (kind, sql) in statements {
+                pairs.extend(sql_edges(&ctx, &sql, params.clone(), kind).await?);
             }
-        }
+            Ok(pairs)
+        })
+    };
+    let by_pass = {
+        let (ctx, params) = (ctx.clone(), params.clone());
+        let (trigger_ms, gap_ms) = (options.trigger_window_ms, options.episode_gap_ms);
+        sections.spawn(async move {
+            let watch = SQL_EDGE_KINDS as u8;
+            let mut pairs = Vec::new();
+            watch_edges(&ctx, &params, trigger_ms, gap_ms, &mut |from, to| pairs.push((from, to, watch))).await?;
+            Ok(pairs)
+        })
+    };
+    let mut pairs: Vec<(u64, u64, u8)> = Vec::new();
+    for section in [by_sql, by_pass] {
+        pairs.extend(section.result().await?);
     }
-    let watch = SQL_EDGE_KINDS as u8;
-    watch_edges(ctx, &params, options, &mut |from, to| pairs.push((from, to, watch))).await?;
     pairs.sort_unstable();
     pairs.dedup_by_key(|(f, t, _)| (*f, *t));
     pairs.shrink_to_fit();
@@ -425,15 +449,36 @@ async fn causality_once(
     })
 }
 
+/// The (from, to, `kind`) pairs of one kind's edges, from its statement `sql` with `params`.
+async fn sql_edges(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Vec<ScalarValue>,
+    kind: u8,
+) -> Result<Vec<(u64, u64, u8)>, QueryError> {
+    let mut pairs = Vec::new();
+    let mut stream = frame(ctx, sql, params).await?.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let (from, to) = (Ints::of(&batch, "from_index")?, Ints::of(&batch, "to_index")?);
+        for row in 0..batch.num_rows() {
+            let (Some(f), Some(t)) = (from.get(row), to.get(row)) else { continue };
+            pairs.push((f.max(0) as u64, t.max(0) as u64, kind));
+        }
+    }
+    Ok(pairs)
+}
+
 /// Hands each `watch` edge of the session and window in `params` to `sink`, from the session's
 /// operations streamed in order (see [`watch`]).
 async fn watch_edges(
     ctx: &SessionContext,
     params: &[ScalarValue],
-    options: &CausalityOptions,
+    trigger_window_ms: u64,
+    episode_gap_ms: u64,
     sink: &mut impl FnMut(u64, u64),
 ) -> Result<(), QueryError> {
-    let mut pass = watch::WatchEdges::new(options.trigger_window_ms, options.episode_gap_ms);
+    let mut pass = watch::WatchEdges::new(trigger_window_ms, episode_gap_ms);
     let mut stream = frame(ctx, STEPS_SQL, params.to_vec()).await?.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;

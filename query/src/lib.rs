@@ -30,6 +30,7 @@ pub mod engine;
 pub mod loops;
 pub mod replay;
 pub mod report;
+mod sections;
 pub mod sessions;
 mod values;
 pub mod views;

@@ -413,6 +413,26 @@ fn sql_speaks_table_json_and_csv_and_has_views() {
         &data,
     );
     assert_eq!(seq.trim(), "index,sequence_number\n0,1\n4,5\n8,9");
+    // Views are planned when a statement names them; the catalog lists every one, as views.
+    let (code, tables, err) = cli(
+        &[
+            "sql",
+            "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
+            "--format",
+            "csv",
+        ],
+        &data,
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        tables.trim(),
+        "table_name,table_type\ncausal_edges,VIEW\nconflict_storms,VIEW\nepisodes,VIEW\nerror_requeues,VIEW\n\
+         fight_candidates,VIEW\nhot_loops,VIEW\nindexed_operations,VIEW\nobject_versions,VIEW\noperations,BASE TABLE\n\
+         writes,VIEW"
+    );
+    // A view over views (hot_loops reads writes) plans its parts on the way.
+    let (code, loops, err) = cli(&["sql", "SELECT count(*) AS n FROM hot_loops", "--format", "csv"], &data);
+    assert_eq!((code, loops.trim()), (Some(0), "n\n0"), "{err}");
     // A list column (SELECT * has one) is written as its text, as the table shows it.
     let (_, lists, _) = cli(&["sql", "SELECT ['a', 'b'] AS l, 1 AS n", "--format", "csv"], &data);
     assert_eq!(lists.trim(), "l,n\n\"[a, b]\",1");

@@ -226,8 +226,13 @@ pub async fn open_recording_on(root: &Path, engine: &Engine) -> Result<SessionCo
     if let Some(remote) = remote {
         config = config.with_extension(crate::consistency::watch(remote));
     }
-    let state =
-        SessionStateBuilder::new().with_config(config).with_runtime_env(runtime).with_default_features().build();
+    // `count(DISTINCT x)` beside `count(*)` groups by `x` instead of keeping a set per group.
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_optimizer_rules(crate::distinct_counts::optimizer_rules())
+        .build();
     let ctx = match engine.scheduler_url() {
         None => SessionContext::new_with_state(state),
         Some(scheduler) => {
@@ -254,7 +259,7 @@ pub async fn open_recording_on(root: &Path, engine: &Engine) -> Result<SessionCo
     let table_config = ListingTableConfig::new(url).with_listing_options(options).with_schema(file_schema());
     let table = ListingTable::try_new(table_config)?;
     ctx.register_table(OPERATIONS_TABLE, Arc::new(table))?;
-    crate::views::register(&ctx).await?;
+    crate::views::register(&ctx)?;
     Ok(ctx)
 }
 

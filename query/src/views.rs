@@ -2,6 +2,14 @@
 //! `query/sql/views/`; `docs/QUERIES.md` describes them. Views with thresholds are registered with
 //! the defaults; the analyses run the same SQL with the thresholds they were given.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use datafusion::catalog::view::ViewTable;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SessionState;
 use datafusion::prelude::SessionContext;
 
 use crate::QueryError;
@@ -60,11 +68,101 @@ pub(crate) fn for_session(view_sql: &str, thresholds: &[(&str, u64)], order_by: 
     format!("SELECT * FROM (\n{}\n) WHERE session_id = $1 ORDER BY {order_by}", fill(view_sql, thresholds))
 }
 
-/// Registers every view in `ctx` (after the `operations` table).
-pub(crate) async fn register(ctx: &SessionContext) -> Result<(), QueryError> {
-    for (name, sql) in VIEWS {
-        let view = ctx.sql(&fill(sql, &DEFAULT_THRESHOLDS)).await?.into_view();
-        ctx.register_table(name, view)?;
-    }
+/// Makes every view available in `ctx` (after the `operations` table): the context's `public`
+/// schema becomes a [`RecordingSchema`] over the one it had, so a view is planned the first time a
+/// statement names it. A command that reads only `operations` (`sessions`, most ad-hoc SQL) plans
+/// none of them.
+pub(crate) fn register(ctx: &SessionContext) -> Result<(), QueryError> {
+    let default = ctx.state().config().options().catalog.clone();
+    let catalog = ctx.catalog(&default.default_catalog).ok_or_else(|| {
+        QueryError::Data(format!("the query engine has no default catalog {:?}", default.default_catalog))
+    })?;
+    let tables = catalog.schema(&default.default_schema).ok_or_else(|| {
+        QueryError::Data(format!("the query engine has no default schema {:?}", default.default_schema))
+    })?;
+    let weak_state = ctx.state_weak_ref();
+    let state = Box::new(move || weak_state.upgrade().map(|state| state.read().clone()));
+    let schema = RecordingSchema { tables, planned: Mutex::new(HashMap::new()), state };
+    catalog.register_schema(&default.default_schema, Arc::new(schema))?;
     Ok(())
+}
+
+/// The default schema of a recording's context: the tables registered in it (`operations`, and
+/// whatever a caller adds), then the documented [`VIEWS`], each planned with the default
+/// thresholds when a statement first names it and kept for the next.
+///
+/// Why not plan them all when the recording opens: nine plans, the causal edges' among them, cost
+/// more than a short command's whole query.
+struct RecordingSchema {
+    /// The schema this one replaced, which holds the registered tables.
+    tables: Arc<dyn SchemaProvider>,
+    /// The views planned so far, by name.
+    planned: Mutex<HashMap<&'static str, Arc<dyn TableProvider>>>,
+    /// The context's current state, to plan a view in (`None` once the context is gone).
+    state: Box<dyn Fn() -> Option<SessionState> + Send + Sync>,
+}
+
+impl std::fmt::Debug for RecordingSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let planned: Vec<&str> = self.planned.lock().map(|p| p.keys().copied().collect()).unwrap_or_default();
+        f.debug_struct("RecordingSchema").field("tables", &self.tables).field("planned_views", &planned).finish()
+    }
+}
+
+impl RecordingSchema {
+    /// The view `name`, planned now unless it was before.
+    async fn view(&self, name: &'static str, sql: &str) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        if let Some(view) = self.planned.lock().ok().and_then(|planned| planned.get(name).cloned()) {
+            return Ok(view);
+        }
+        let state = (self.state)()
+            .ok_or_else(|| DataFusionError::Internal(format!("view {name} named after its context was dropped")))?;
+        let definition = fill(sql, &DEFAULT_THRESHOLDS);
+        // Views it reads are resolved through this schema again, so they are planned first.
+        let plan = state.create_logical_plan(&definition).await?;
+        let view: Arc<dyn TableProvider> = Arc::new(ViewTable::new(plan, Some(definition)));
+        if let Ok(mut planned) = self.planned.lock() {
+            planned.insert(name, Arc::clone(&view));
+        }
+        Ok(view)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for RecordingSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.tables.table_names();
+        for (view, _) in VIEWS {
+            if !names.iter().any(|name| name == view) {
+                names.push(view.to_owned());
+            }
+        }
+        names
+    }
+
+    async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(table) = self.tables.table(name).await? {
+            return Ok(Some(table));
+        }
+        match VIEWS.iter().find(|(view, _)| *view == name) {
+            Some((view, sql)) => Ok(Some(self.view(view, sql).await?)),
+            None => Ok(None),
+        }
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        self.tables.register_table(name, table)
+    }
+
+    fn deregister_table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        self.tables.deregister_table(name)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.table_exist(name) || VIEWS.iter().any(|(view, _)| *view == name)
+    }
 }

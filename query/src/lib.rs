@@ -6,9 +6,11 @@
 //! creates, changes or deletes anything in a recording.
 //!
 //! - [`context`]: the table, `run_sql` (re-plans when compaction swapped a file away);
+//! - [`distinct_counts`]: an optimizer rule so `count(DISTINCT x)` beside `count(*)` groups by `x`;
 //! - [`consistency`]: one consistent set of files from a bucket while `kubestep compact` runs there;
 //! - [`engine`]: where the SQL runs, here or on a Ballista cluster (`--engine ballista://...`);
-//! - [`views`]: `indexed_operations`, `writes`, `object_versions` (SQL in `query/sql/views/`);
+//! - [`views`]: `indexed_operations`, `writes`, `object_versions` and the behaviour views (SQL in
+//!   `query/sql/views/`), each planned when a statement first names it;
 //! - [`sessions`]: one summary row per session;
 //! - [`replay`]: a session's steps in order, streamed, with filters and the objects of a step;
 //! - [`diff`]: what a write changed in its object, as field paths;
@@ -26,6 +28,7 @@ pub mod causality;
 pub mod consistency;
 pub mod context;
 pub mod diff;
+pub mod distinct_counts;
 pub mod engine;
 pub mod loops;
 pub mod replay;

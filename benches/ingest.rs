@@ -29,9 +29,10 @@ mod generator;
 
 use generator::realistic_audit_log;
 
-/// The same allocator as the `kubestep` binary, so the benchmark measures what the binary does.
+/// The allocator `kubestep import` and `kubestep serve` run on (src/allocator.rs), so the benchmark
+/// measures what the binary does.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: std::alloc::System = std::alloc::System;
 
 /// Decoding alone: events found and parsed, nothing done with them.
 struct CountSink(usize);

@@ -112,6 +112,7 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
     }
+    tracing::debug!(allocator = allocator::name(), "memory allocator chosen for this command");
     if matches!(
         cli.command,
         Command::Sql(_)

@@ -484,3 +484,28 @@ fn the_engine_runs_in_a_bounded_pool_that_the_environment_can_resize_and_tune() 
     assert!(output.status.success(), "{:?}", text(&output));
     assert_eq!(text(&output).0.lines().nth(1), Some("1110000"), "37 operations x 30000");
 }
+
+#[test]
+fn ingest_runs_on_the_c_librarys_allocator_and_queries_on_mimalloc() {
+    let (tmp, data) = seed_samples();
+    let d = data.display().to_string();
+    let allocator = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubestep"))
+            .args(args)
+            .env("KUBESTEP_LOG", "kubestep=debug")
+            .output()
+            .unwrap();
+        let (_, err) = text(&output);
+        assert!(output.status.success(), "{args:?}: {err}");
+        let line = err.lines().find(|l| l.contains("memory allocator chosen")).unwrap_or_default().to_owned();
+        line.split("allocator=").nth(1).unwrap_or_default().trim_matches('"').to_owned()
+    };
+    let empty = tmp.path().join("empty.log");
+    std::fs::write(&empty, "").unwrap();
+    let file = empty.display().to_string();
+    assert_eq!(allocator(&["import", "-q", "-d", &d, &file]), "system");
+    // The global option's value is not taken for the command.
+    assert_eq!(allocator(&["--log-format", "text", "import", "-q", "-d", &d, &file]), "system");
+    assert_eq!(allocator(&["sessions", "-d", &d]), "mimalloc");
+    assert_eq!(allocator(&["sql", "-d", &d, "SELECT 1"]), "mimalloc");
+}

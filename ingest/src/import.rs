@@ -343,17 +343,46 @@ mod tests {
     }
 
     #[test]
+    fn files_written_in_the_background_hold_what_files_written_in_place_hold() {
+        let lines: String = (0..5000).map(|i| event(i % 4000) + "\n").collect();
+        let runs: Vec<_> = [false, true]
+            .into_iter()
+            .map(|write_in_background| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let file = dir.path().join("input");
+                std::fs::write(&file, &lines).expect("write");
+                let config = IngestConfig { max_rows_per_file: 300, write_in_background, ..IngestConfig::default() };
+                let mut ingestor = Ingestor::new(&dir.path().join("data"), "t", config);
+                import_blocks(&mut ingestor, &file.display().to_string(), 2000, 2, &mut |_| {}).expect("import");
+                let (stats, files) = ingestor.finish().expect("finish");
+                let mut names: Vec<String> =
+                    files.iter().filter_map(|f| f.path.file_name()).map(|n| n.to_string_lossy().into_owned()).collect();
+                names.sort();
+                assert_eq!(files.iter().map(|f| f.rows).sum::<usize>(), 4000);
+                assert!(files.iter().all(|f| f.path.exists()), "every file is in place when finish returns");
+                (stats.records_stored, stats.duplicates, stats.files_written, names)
+            })
+            .collect();
+        assert_eq!(runs[0].0, 4000);
+        assert_eq!(runs[0].1, 1000);
+        assert!(runs[0].2 > 10, "{}", runs[0].2);
+        assert_eq!(runs[0], runs[1], "in place and in the background agree, file for file");
+    }
+
+    #[test]
     fn a_storage_failure_stops_the_import_instead_of_hanging_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("input");
         let lines: String = (0..5000).map(|i| event(i) + "\n").collect();
         std::fs::write(&file, lines).expect("write");
         // The recording would live under a regular file: the first partition written fails.
-        let config = IngestConfig { max_rows_per_file: 10, ..IngestConfig::default() };
-        let mut ingestor = Ingestor::new(&file.join("data"), "t", config);
-        let result = import_blocks(&mut ingestor, &file.display().to_string(), 300, 2, &mut |_| {});
-        let error = result.expect_err("writing under a file fails");
-        assert!(error.to_string().contains("creating directory"), "{error}");
+        for write_in_background in [false, true] {
+            let config = IngestConfig { max_rows_per_file: 10, write_in_background, ..IngestConfig::default() };
+            let mut ingestor = Ingestor::new(&file.join("data"), "t", config);
+            let result = import_blocks(&mut ingestor, &file.display().to_string(), 300, 2, &mut |_| {});
+            let error = result.expect_err("writing under a file fails");
+            assert!(error.to_string().contains("creating directory"), "{error}");
+        }
     }
 
     #[test]

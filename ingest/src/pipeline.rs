@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
@@ -18,7 +19,7 @@ use crate::normalize::{NormalizeConfig, Normalized, normalize};
 use crate::prepare::PreparedBatch;
 use crate::rejected::{RejectedLog, Rejection};
 use crate::session::{DEFAULT_IDLE_GAP_US, SessionAssigner};
-use crate::writer::{ParquetWriter, WriteError, WrittenFile};
+use crate::writer::{ParquetWriter, WriteError, WriteJob, WriteOutcome, WriterThread, WrittenFile};
 
 /// How many rejections are kept in memory for the summary (all of them go to the log).
 pub const MAX_REPORTED_REJECTIONS: usize = 1000;
@@ -47,6 +48,11 @@ pub struct IngestConfig {
     /// free up. Otherwise (an import) the commit returns the failure and the run stops, rather
     /// than reading the rest of its input into memory.
     pub retry_failed_writes: bool,
+    /// Write files on a thread of their own while committing goes on (an import: the committing
+    /// thread is the busiest, and most of its time is writing). A failed write is returned by a
+    /// later commit, its records buffered again. The service writes in place, because its WAL
+    /// truncation follows each file.
+    pub write_in_background: bool,
 }
 
 impl Default for IngestConfig {
@@ -60,6 +66,7 @@ impl Default for IngestConfig {
             max_buffered_bytes: 512 << 20,
             dedup_window: None,
             retry_failed_writes: false,
+            write_in_background: false,
         }
     }
 }
@@ -146,7 +153,9 @@ pub struct Ingestor {
     buffered: usize,
     last_partition: Option<usize>,
     day_cache: (i64, String),
-    writer: ParquetWriter,
+    writer: Arc<Mutex<ParquetWriter>>,
+    /// Started by the first file written in the background.
+    writer_thread: Option<WriterThread>,
     rejected: RejectedLog,
     stats: IngestStats,
     written: Vec<WrittenFile>,
@@ -186,7 +195,8 @@ impl Ingestor {
             buffered: 0,
             last_partition: None,
             day_cache: (i64::MIN, String::new()),
-            writer: ParquetWriter::new(layout.clone(), writer_id.to_owned()),
+            writer: Arc::new(Mutex::new(ParquetWriter::new(layout.clone(), writer_id.to_owned()))),
+            writer_thread: None,
             rejected: RejectedLog::new(layout.rejected_dir(), writer_id),
             stats: IngestStats::default(),
             written: Vec::new(),
@@ -257,8 +267,16 @@ impl Ingestor {
 
     /// Writes every buffered record out and returns the run's statistics and files.
     pub fn finish(mut self) -> Result<(IngestStats, Vec<WrittenFile>), IngestError> {
+        let mut flushed = Ok(());
         for index in 0..self.partitions.len() {
-            self.flush_partition(index)?;
+            flushed = flushed.and_then(|()| self.flush_partition(index));
+        }
+        if flushed.and_then(|()| self.collect_writes(true)).is_err() {
+            // Whatever failed is buffered again: one more try, in place, and its failure is final.
+            self.config.write_in_background = false;
+            for index in 0..self.partitions.len() {
+                self.flush_partition(index)?;
+            }
         }
         self.rejected.sync()?;
         let mut sessions: Vec<String> = self.partitions.iter().map(|p| p.session_id.clone()).collect();
@@ -352,11 +370,15 @@ impl Ingestor {
     /// `max_buffered_bytes`.
     fn keep_within_budget(&mut self) -> Result<(), IngestError> {
         while self.buffered > self.config.max_buffered_bytes {
-            let Some(largest) = (0..self.partitions.len()).max_by_key(|&i| self.partitions[i].bytes) else { break };
-            if self.partitions[largest].rows == 0 {
-                break;
+            let largest = (0..self.partitions.len()).max_by_key(|&i| self.partitions[i].bytes);
+            match largest {
+                Some(largest) if self.partitions[largest].rows > 0 => self.flush_partition(largest)?,
+                // What is over the budget is being written: wait for it.
+                _ => match self.writer_thread.as_mut().and_then(WriterThread::wait_one) {
+                    Some(outcome) => self.apply_write(outcome)?,
+                    None => break,
+                },
             }
-            self.flush_partition(largest)?;
         }
         Ok(())
     }
@@ -437,6 +459,8 @@ impl Ingestor {
                 break;
             }
         }
+        // Written out means in files: wait for the ones being written (their failures are buffered again).
+        result = result.and(self.collect_writes(true));
         self.partitions.retain(|p| p.rows > 0 || !p.builder.is_empty());
         self.last_partition = None;
         self.rejected.sync()?;
@@ -529,18 +553,108 @@ impl Ingestor {
             let batch = partition.builder.finish().map_err(WriteError::Sort)?;
             partition.batches.push(batch);
         }
+        if self.config.write_in_background {
+            return self.write_in_background(index);
+        }
         // Written in place: if writing fails (a full disk), the records stay buffered for the next try.
-        let file = self.writer.write(&partition.session_id, &partition.date, &partition.batches)?;
+        let file = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).write(
+            &partition.session_id,
+            &partition.date,
+            &partition.batches,
+        )?;
         partition.batches.clear();
         partition.rows = 0;
         self.buffered = self.buffered.saturating_sub(partition.bytes);
         partition.bytes = 0;
+        self.record_written(file);
+        Ok(())
+    }
+
+    /// Hands partition `index` (its builder already finished) to the writing thread, after taking
+    /// the outcomes of earlier files: a failure among them is returned and this partition stays
+    /// buffered. Its bytes count as buffered until its file is written.
+    fn write_in_background(&mut self, index: usize) -> Result<(), IngestError> {
+        self.collect_writes(false)?;
+        if self.writer_thread.is_none() {
+            match WriterThread::spawn(Arc::clone(&self.writer)) {
+                Ok(thread) => self.writer_thread = Some(thread),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a thread to write files; writing them in place");
+                    self.config.write_in_background = false;
+                    return self.flush_partition(index);
+                }
+            }
+        }
+        let partition = &mut self.partitions[index];
+        let job = WriteJob {
+            session_id: partition.session_id.clone(),
+            date: partition.date.clone(),
+            batches: std::mem::take(&mut partition.batches),
+            rows: std::mem::take(&mut partition.rows),
+            bytes: std::mem::take(&mut partition.bytes),
+        };
+        let Some(thread) = self.writer_thread.as_mut() else { return Ok(()) };
+        if let Err(job) = thread.submit(job) {
+            // The thread is gone (it never stops by itself): put the records back and write in place.
+            self.rebuffer(job);
+            self.config.write_in_background = false;
+            return self.flush_partition(index);
+        }
+        Ok(())
+    }
+
+    /// Takes the outcomes of files written in the background (`wait`: of all of them, waiting for
+    /// those still being written). Records whose file failed are buffered again; the first failure
+    /// is returned.
+    fn collect_writes(&mut self, wait: bool) -> Result<(), IngestError> {
+        let Some(thread) = self.writer_thread.as_mut() else { return Ok(()) };
+        let mut outcomes = thread.finished();
+        if wait {
+            while let Some(outcome) = thread.wait_one() {
+                outcomes.push(outcome);
+            }
+        }
+        let mut first_failure = Ok(());
+        for outcome in outcomes {
+            let applied = self.apply_write(outcome);
+            if first_failure.is_ok() {
+                first_failure = applied;
+            }
+        }
+        first_failure
+    }
+
+    /// Accounts for one file written in the background, or buffers its records again.
+    fn apply_write(&mut self, (job, written): WriteOutcome) -> Result<(), IngestError> {
+        self.buffered = self.buffered.saturating_sub(job.bytes);
+        match written {
+            Ok(file) => {
+                self.record_written(file);
+                Ok(())
+            }
+            Err(e) => {
+                self.rebuffer(job);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Puts a job's records back into its partition, to be written by a later flush.
+    fn rebuffer(&mut self, job: WriteJob) {
+        let index = partition_index(&mut self.partitions, &mut self.last_partition, &job.session_id, job.date);
+        let partition = &mut self.partitions[index];
+        partition.batches.extend(job.batches);
+        partition.rows += job.rows;
+        partition.bytes += job.bytes;
+        self.buffered += job.bytes;
+    }
+
+    fn record_written(&mut self, file: WrittenFile) {
         tracing::debug!(path = %file.path.display(), rows = file.rows, bytes = file.bytes, "wrote parquet file");
         self.stats.records_stored += file.rows as u64;
         self.stats.files_written += 1;
         self.stats.bytes_written += file.bytes;
         self.written.push(file);
-        Ok(())
     }
 }
 
@@ -629,5 +743,30 @@ mod tests {
         assert!(ingestor.commit(prepared, None).is_err(), "the write fails");
         assert_eq!(ingestor.stats().records_accepted, 4, "every row is counted");
         assert_eq!(ingestor.buffered_records(), 4, "and every row is still buffered for a later try");
+    }
+
+    #[test]
+    fn a_write_that_fails_in_the_background_buffers_its_rows_again_and_is_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("a-file");
+        std::fs::write(&file, b"").expect("file");
+        let config = IngestConfig { max_rows_per_file: 2, write_in_background: true, ..IngestConfig::default() };
+        let mut ingestor = Ingestor::new(&file.join("data"), "t", config);
+        let lines: Vec<String> = ["10:00:00", "10:00:01", "12:00:00", "12:00:01"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| event(&format!("e{i}"), &format!("2024-05-01T{t}.000000Z")))
+            .collect();
+        let prepared = prepare("test", lines.join("\n").as_bytes(), &NormalizeConfig::default()).expect("prepare");
+        // The first partition is handed over; whether its failure shows in this commit or the
+        // next flush depends on timing, but it shows, and nothing is lost.
+        let committed = ingestor.commit(prepared, None);
+        let flushed = ingestor.flush_all();
+        assert!(committed.is_err() || flushed.is_err(), "the failure is reported");
+        let error = committed.err().or(flushed.err()).map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("creating directory"), "{error}");
+        assert_eq!(ingestor.stats().records_stored, 0);
+        assert_eq!(ingestor.buffered_records(), 4, "every row is buffered again for a later try");
+        assert!(ingestor.finish().is_err(), "and the last try in place fails too");
     }
 }

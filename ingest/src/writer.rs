@@ -8,6 +8,9 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
@@ -49,6 +52,14 @@ pub enum WriteError {
     /// Building, joining or sorting the batch failed.
     #[error("preparing a batch for writing: {0}")]
     Sort(#[from] ArrowError),
+    /// The thread writing files stopped in the middle of one (a bug); its rows are still buffered.
+    #[error("the thread writing {session_id}/{date} stopped unexpectedly")]
+    WriterStopped {
+        /// The partition's session.
+        session_id: String,
+        /// The partition's date.
+        date: String,
+    },
 }
 
 impl WriteError {
@@ -150,6 +161,110 @@ impl ParquetWriter {
         let file = writer.into_inner().map_err(parquet)?;
         file.sync_all().map_err(io_err("fsyncing", tmp))?;
         Ok(file.metadata().map_err(io_err("reading the size of", tmp))?.len())
+    }
+}
+
+/// One partition's records on their way to a [`WriterThread`], and back from it.
+#[derive(Debug)]
+pub struct WriteJob {
+    /// The partition's session.
+    pub session_id: String,
+    /// The partition's date.
+    pub date: String,
+    /// Its records (emptied once they are in a file).
+    pub batches: Vec<RecordBatch>,
+    /// How many rows `batches` hold.
+    pub rows: usize,
+    /// About how much memory they take, as the ingestor counted it.
+    pub bytes: usize,
+}
+
+/// A job back from the [`WriterThread`]: its file, or why it could not be written (then the job
+/// still holds every record, to be buffered again).
+pub type WriteOutcome = (WriteJob, Result<WrittenFile, WriteError>);
+
+/// Writes files on a thread of its own, one job at a time, so that whoever hands them over (an
+/// import committing blocks in order) goes on de-duplicating and routing records while a partition
+/// is sorted, encoded and fsynced.
+///
+/// At most one job is being written and none waits: [`submit`](Self::submit) blocks until the thread
+/// takes the job, so no more than one partition's records are out of the ingestor's buffer at a time.
+pub struct WriterThread {
+    jobs: Option<SyncSender<WriteJob>>,
+    outcomes: Receiver<WriteOutcome>,
+    thread: Option<JoinHandle<()>>,
+    in_flight: usize,
+}
+
+impl WriterThread {
+    /// Starts the thread, writing with `writer` (shared with whoever writes when no thread runs).
+    pub fn spawn(writer: Arc<Mutex<ParquetWriter>>) -> io::Result<Self> {
+        let (jobs, job_rx) = sync_channel::<WriteJob>(0);
+        let (outcome_tx, outcomes) = channel();
+        let thread = std::thread::Builder::new().name("kubestep-writer".into()).spawn(move || {
+            for mut job in job_rx {
+                let _span = tracing::debug_span!("write_file", session = %job.session_id, date = %job.date).entered();
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let mut writer = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    writer.write(&job.session_id, &job.date, &job.batches)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(WriteError::WriterStopped { session_id: job.session_id.clone(), date: job.date.clone() })
+                });
+                if written.is_ok() {
+                    job.batches = Vec::new();
+                }
+                if outcome_tx.send((job, written)).is_err() {
+                    return;
+                }
+            }
+        })?;
+        Ok(Self { jobs: Some(jobs), outcomes, thread: Some(thread), in_flight: 0 })
+    }
+
+    /// Hands `job` to the thread, waiting until it takes it; gives the job back if the thread is gone.
+    pub fn submit(&mut self, job: WriteJob) -> Result<(), WriteJob> {
+        let Some(jobs) = &self.jobs else { return Err(job) };
+        match jobs.send(job) {
+            Ok(()) => {
+                self.in_flight += 1;
+                Ok(())
+            }
+            Err(returned) => Err(returned.0),
+        }
+    }
+
+    /// Jobs handed over whose outcome has not been taken yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// The outcomes that are ready, without waiting.
+    pub fn finished(&mut self) -> Vec<WriteOutcome> {
+        let ready: Vec<WriteOutcome> = self.outcomes.try_iter().collect();
+        self.in_flight -= ready.len();
+        ready
+    }
+
+    /// Waits for the next outcome; `None` when no job is in flight (or the thread is gone, which
+    /// it only is after a job's outcome was sent).
+    pub fn wait_one(&mut self) -> Option<WriteOutcome> {
+        if self.in_flight == 0 {
+            return None;
+        }
+        let outcome = self.outcomes.recv().ok()?;
+        self.in_flight -= 1;
+        Some(outcome)
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        // The thread ends after the job it is writing, if any: that file is complete either way.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 

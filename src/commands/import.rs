@@ -39,6 +39,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         normalize: recording.normalize,
         session: recording.session,
         idle_gap_us: recording.idle_gap_us,
+        write_in_background: true,
         ..IngestConfig::default()
     };
     // A recording in object storage is written through a local staging directory (see `remote`).

@@ -297,6 +297,8 @@ fn start_storage(
         dedup_window: None,
         // The WAL holds what a full disk keeps out of files; later flushes write it.
         retry_failed_writes: true,
+        // The WAL is truncated after each file, so a file is written where it is flushed.
+        write_in_background: false,
     };
     let mut ingestor = Ingestor::new(layout.root(), &writer_id, ingest_config);
     if let Some(stored) = &config.stored_elsewhere {

@@ -725,21 +725,26 @@ mod tests {
         )
     }
 
-    #[test]
-    fn a_failed_write_keeps_every_row_of_the_batch_buffered_and_counted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("a-file");
+    /// An ingestor whose recording would live under a regular file (so every file written fails),
+    /// and a batch of four events in two sessions (two hours apart), each full at once.
+    fn failing_ingestor_and_batch(dir: &Path, write_in_background: bool) -> (Ingestor, PreparedBatch) {
+        let file = dir.join("a-file");
         std::fs::write(&file, b"").expect("file");
-        // Two sessions (two hours apart), each full at once; the recording would live under a file,
-        // so the first partition written fails.
-        let config = IngestConfig { max_rows_per_file: 2, ..IngestConfig::default() };
-        let mut ingestor = Ingestor::new(&file.join("data"), "t", config);
+        let config = IngestConfig { max_rows_per_file: 2, write_in_background, ..IngestConfig::default() };
+        let ingestor = Ingestor::new(&file.join("data"), "t", config);
         let lines: Vec<String> = ["10:00:00", "10:00:01", "12:00:00", "12:00:01"]
             .iter()
             .enumerate()
             .map(|(i, t)| event(&format!("e{i}"), &format!("2024-05-01T{t}.000000Z")))
             .collect();
         let prepared = prepare("test", lines.join("\n").as_bytes(), &NormalizeConfig::default()).expect("prepare");
+        (ingestor, prepared)
+    }
+
+    #[test]
+    fn a_failed_write_keeps_every_row_of_the_batch_buffered_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut ingestor, prepared) = failing_ingestor_and_batch(dir.path(), false);
         assert!(ingestor.commit(prepared, None).is_err(), "the write fails");
         assert_eq!(ingestor.stats().records_accepted, 4, "every row is counted");
         assert_eq!(ingestor.buffered_records(), 4, "and every row is still buffered for a later try");
@@ -748,16 +753,7 @@ mod tests {
     #[test]
     fn a_write_that_fails_in_the_background_buffers_its_rows_again_and_is_reported() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("a-file");
-        std::fs::write(&file, b"").expect("file");
-        let config = IngestConfig { max_rows_per_file: 2, write_in_background: true, ..IngestConfig::default() };
-        let mut ingestor = Ingestor::new(&file.join("data"), "t", config);
-        let lines: Vec<String> = ["10:00:00", "10:00:01", "12:00:00", "12:00:01"]
-            .iter()
-            .enumerate()
-            .map(|(i, t)| event(&format!("e{i}"), &format!("2024-05-01T{t}.000000Z")))
-            .collect();
-        let prepared = prepare("test", lines.join("\n").as_bytes(), &NormalizeConfig::default()).expect("prepare");
+        let (mut ingestor, prepared) = failing_ingestor_and_batch(dir.path(), true);
         // The first partition is handed over; whether its failure shows in this commit or the
         // next flush depends on timing, but it shows, and nothing is lost.
         let committed = ingestor.commit(prepared, None);

@@ -4,8 +4,9 @@
 //! whole lines at a time, so memory does not grow with the file, and the blocks are prepared
 //! (decoded, normalized, built into Arrow) on every core at once while one thread commits them in
 //! input order: a reader thread cuts blocks, worker threads prepare them, and the calling thread
-//! commits (de-duplication, sessions, Parquet files). A fixed number of blocks is in flight at any
-//! time, so a slow commit (a partition being written) holds the readers back instead of letting
+//! commits (de-duplication, sessions, Parquet files; with `IngestConfig::write_in_background`, which
+//! `kubestep import` sets, the files are written by a thread of their own meanwhile). A fixed number
+//! of blocks is in flight at any time, so a slow commit holds the readers back instead of letting
 //! prepared blocks pile up. Other shapes (one document, an array, pretty-printed or YAML events)
 //! are read whole, since a value can span any distance.
 

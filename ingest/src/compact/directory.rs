@@ -57,6 +57,7 @@ pub fn compact_directory(
     let writer_id = format!("c{}", crate::random_writer_id());
     let mut writer = ParquetWriter::new(layout.clone(), writer_id);
     let mut done = Vec::new();
+    let mut swapped_out = Vec::new();
     for name in sessions.iter().filter(|s| session.is_none_or(|w| w == s.as_str())) {
         let session_dir = layout.operations_dir().join(format!("{}={name}", columns::SESSION_ID));
         let mut dates: Vec<String> = fs::read_dir(&session_dir)
@@ -67,7 +68,10 @@ pub fn compact_directory(
         dates.sort();
         for date in dates {
             let dir = layout.partition_dir(name, &date);
-            if let Some((merged, written, rows)) = compact_partition(&dir, &staging_root, &mut writer, target_rows)? {
+            if let Some((merged, written, rows, old)) =
+                compact_partition(&dir, &staging_root, &mut writer, target_rows)?
+            {
+                swapped_out.push(old);
                 done.push(PartitionCompaction {
                     session: name.clone(),
                     date,
@@ -78,8 +82,62 @@ pub fn compact_directory(
             }
         }
     }
+    remove_swapped_out(swapped_out)?;
     drop(lock);
     Ok(done)
+}
+
+/// How long the old partition directories stay after the swap. A query that opened one just before
+/// it was swapped out may still be reading its entries: while they exist, it finds file names that
+/// are gone from the partition, fails to open one and plans again over the new directory; once they
+/// are removed it would find none and count nothing. Listing a directory takes milliseconds.
+const SWAPPED_OUT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Removes the old partition directories (now in staging) once no listing can still be reading
+/// them, carrying over any file that reached one since the swap.
+fn remove_swapped_out(swapped_out: Vec<SwappedOut>) -> Result<(), CompactError> {
+    if swapped_out.is_empty() {
+        return Ok(());
+    }
+    std::thread::sleep(SWAPPED_OUT_GRACE);
+    for SwappedOut { dir, old, inputs } in swapped_out {
+        carry_over(&dir, &old, &inputs)?;
+        fs::remove_dir_all(&old).map_err(io_err("removing", &old))?;
+        let manifest = manifest_path(&old);
+        fs::remove_file(&manifest).map_err(io_err("removing", &manifest))?;
+    }
+    Ok(())
+}
+
+/// A partition directory swapped out by a merge, waiting to be removed.
+struct SwappedOut {
+    /// The partition (now holding the merged files).
+    dir: PathBuf,
+    /// Where its old directory is now, in staging.
+    old: PathBuf,
+    /// The files that were merged.
+    inputs: HashSet<PathBuf>,
+}
+
+/// Moves into `dir` every file of `old` (the swapped-out directory) that was not merged and is not
+/// in `dir` already: files the ingest service wrote there while the merge ran.
+fn carry_over(dir: &Path, old: &Path, inputs: &HashSet<PathBuf>) -> Result<(), CompactError> {
+    let now_visible: HashSet<_> =
+        parquet_files(dir)?.iter().filter_map(|p| p.file_name().map(|n| n.to_owned())).collect();
+    let mut moved = false;
+    for file in parquet_files(old)? {
+        let Some(name) = file.file_name() else { continue };
+        if !inputs.contains(&dir.join(name)) && !now_visible.contains(name) {
+            let target = dir.join(name);
+            fs::rename(&file, &target).map_err(io_err("moving a file written during compaction to", &target))?;
+            tracing::info!(path = %target.display(), "kept a file written during compaction");
+            moved = true;
+        }
+    }
+    if moved {
+        fsync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Cleans up after an interrupted compaction. Its staging directory holds either a merge that
@@ -175,7 +233,7 @@ fn compact_partition(
     staging_root: &Path,
     writer: &mut ParquetWriter,
     target_rows: usize,
-) -> Result<Option<(usize, usize, usize)>, CompactError> {
+) -> Result<Option<(usize, usize, usize, SwappedOut)>, CompactError> {
     let files = parquet_files(dir)?;
     let mut small = Vec::new();
     for file in &files {
@@ -214,22 +272,11 @@ fn compact_partition(
     fsync_dir(dir.parent().unwrap_or(dir))?;
     fsync_dir(staging_root)?;
 
-    // `staging` now holds the old directory: carry over what was written there meanwhile.
-    let now_visible: HashSet<_> =
-        parquet_files(dir)?.iter().filter_map(|p| p.file_name().map(|n| n.to_owned())).collect();
-    for file in parquet_files(&staging)? {
-        let Some(name) = file.file_name() else { continue };
-        if !inputs.contains(&dir.join(name)) && !now_visible.contains(name) {
-            let target = dir.join(name);
-            fs::rename(&file, &target).map_err(io_err("moving a file written during compaction to", &target))?;
-            tracing::info!(path = %target.display(), "kept a file written during compaction");
-        }
-    }
-    fsync_dir(dir)?;
-    fs::remove_dir_all(&staging).map_err(io_err("removing", &staging))?;
-    let manifest = manifest_path(&staging);
-    fs::remove_file(&manifest).map_err(io_err("removing", &manifest))?;
-    Ok(Some((inputs.len(), groups.len(), merged_rows)))
+    // `staging` now holds the old directory: carry over what was written there meanwhile. It is
+    // removed later (`remove_swapped_out`), once no query can still be listing it.
+    carry_over(dir, &staging, &inputs)?;
+    let merged = inputs.len();
+    Ok(Some((merged, groups.len(), merged_rows, SwappedOut { dir: dir.to_owned(), old: staging, inputs })))
 }
 
 /// A readable prefix for a staging directory: `<session>_<date>`.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
@@ -153,7 +153,7 @@ pub struct Ingestor {
     buffered: usize,
     last_partition: Option<usize>,
     day_cache: (i64, String),
-    writer: Arc<Mutex<ParquetWriter>>,
+    writer: Arc<ParquetWriter>,
     /// Started by the first file written in the background.
     writer_thread: Option<WriterThread>,
     rejected: RejectedLog,
@@ -195,7 +195,7 @@ impl Ingestor {
             buffered: 0,
             last_partition: None,
             day_cache: (i64::MIN, String::new()),
-            writer: Arc::new(Mutex::new(ParquetWriter::new(layout.clone(), writer_id.to_owned()))),
+            writer: Arc::new(ParquetWriter::new(layout.clone(), writer_id.to_owned())),
             writer_thread: None,
             rejected: RejectedLog::new(layout.rejected_dir(), writer_id),
             stats: IngestStats::default(),
@@ -553,15 +553,12 @@ impl Ingestor {
             let batch = partition.builder.finish().map_err(WriteError::Sort)?;
             partition.batches.push(batch);
         }
-        if self.config.write_in_background {
-            return self.write_in_background(index);
+        if self.config.write_in_background && self.write_in_background(index)? {
+            return Ok(());
         }
         // Written in place: if writing fails (a full disk), the records stay buffered for the next try.
-        let file = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).write(
-            &partition.session_id,
-            &partition.date,
-            &partition.batches,
-        )?;
+        let partition = &mut self.partitions[index];
+        let file = self.writer.write(&partition.session_id, &partition.date, &partition.batches)?;
         partition.batches.clear();
         partition.rows = 0;
         self.buffered = self.buffered.saturating_sub(partition.bytes);
@@ -570,10 +567,11 @@ impl Ingestor {
         Ok(())
     }
 
-    /// Hands partition `index` (its builder already finished) to the writing thread, after taking
-    /// the outcomes of earlier files: a failure among them is returned and this partition stays
-    /// buffered. Its bytes count as buffered until its file is written.
-    fn write_in_background(&mut self, index: usize) -> Result<(), IngestError> {
+    /// Hands partition `index` (its builder already finished) to the writing thread if it is idle,
+    /// after taking the outcomes of earlier files: a failure among them is returned and this
+    /// partition stays buffered. Its bytes count as buffered until its file is written. `false`: the
+    /// thread is busy, and the partition is still here for the caller to write in place.
+    fn write_in_background(&mut self, index: usize) -> Result<bool, IngestError> {
         self.collect_writes(false)?;
         if self.writer_thread.is_none() {
             match WriterThread::spawn(Arc::clone(&self.writer)) {
@@ -581,7 +579,7 @@ impl Ingestor {
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start a thread to write files; writing them in place");
                     self.config.write_in_background = false;
-                    return self.flush_partition(index);
+                    return Ok(false);
                 }
             }
         }
@@ -593,14 +591,18 @@ impl Ingestor {
             rows: std::mem::take(&mut partition.rows),
             bytes: std::mem::take(&mut partition.bytes),
         };
-        let Some(thread) = self.writer_thread.as_mut() else { return Ok(()) };
-        if let Err(job) = thread.submit(job) {
-            // The thread is gone (it never stops by itself): put the records back and write in place.
-            self.rebuffer(job);
-            self.config.write_in_background = false;
-            return self.flush_partition(index);
+        let Some(thread) = self.writer_thread.as_mut() else { return Ok(false) };
+        match thread.try_submit(job) {
+            Ok(()) => Ok(true),
+            Err(job) => {
+                // Busy: the records go back (uncounted, they never left) to be written in place.
+                let partition = &mut self.partitions[index];
+                partition.batches = job.batches;
+                partition.rows = job.rows;
+                partition.bytes = job.bytes;
+                Ok(false)
+            }
         }
-        Ok(())
     }
 
     /// Takes the outcomes of files written in the background (`wait`: of all of them, waiting for

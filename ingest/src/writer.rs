@@ -8,8 +8,9 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use datafusion::arrow::array::{Array, RecordBatch};
@@ -98,7 +99,8 @@ pub struct WrittenFile {
 pub struct ParquetWriter {
     layout: Layout,
     writer_id: String,
-    next_seq: u64,
+    /// The next file's number; shared by every thread writing as this writer.
+    next_seq: AtomicU64,
     props: WriterProperties,
 }
 
@@ -106,23 +108,23 @@ impl ParquetWriter {
     /// A writer into `layout` that names its files after `writer_id`.
     pub fn new(layout: Layout, writer_id: String) -> Self {
         let props = writer_properties();
-        Self { layout, writer_id, next_seq: 1, props }
+        Self { layout, writer_id, next_seq: AtomicU64::new(1), props }
     }
 
     /// Writes `batches` as one new file of the partition, rows sorted by `(received_at, audit_id)`.
-    pub fn write(&mut self, session_id: &str, date: &str, batches: &[RecordBatch]) -> Result<WrittenFile, WriteError> {
+    pub fn write(&self, session_id: &str, date: &str, batches: &[RecordBatch]) -> Result<WrittenFile, WriteError> {
         let dir = self.layout.partition_dir(session_id, date);
         self.write_into(&dir, batches)
     }
 
     /// Writes `batches` as one new sorted file in `dir` (created if missing), made visible atomically.
-    pub fn write_into(&mut self, dir: &Path, batches: &[RecordBatch]) -> Result<WrittenFile, WriteError> {
+    pub fn write_into(&self, dir: &Path, batches: &[RecordBatch]) -> Result<WrittenFile, WriteError> {
         let dir = dir.to_owned();
         create_dir_durably(&dir)?;
         let order = sorted_order(batches)?;
         let (tmp, path) = loop {
-            let name = format!("{}-{:06}.parquet", self.writer_id, self.next_seq);
-            self.next_seq += 1;
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            let name = format!("{}-{:06}.parquet", self.writer_id, seq);
             let path = dir.join(&name);
             if !path.exists() {
                 break (dir.join(format!(".{name}.tmp")), path);
@@ -187,8 +189,9 @@ pub type WriteOutcome = (WriteJob, Result<WrittenFile, WriteError>);
 /// import committing blocks in order) goes on de-duplicating and routing records while a partition
 /// is sorted, encoded and fsynced.
 ///
-/// At most one job is being written and none waits: [`submit`](Self::submit) blocks until the thread
-/// takes the job, so no more than one partition's records are out of the ingestor's buffer at a time.
+/// At most one job is being written and none waits: [`try_submit`](Self::try_submit) hands a job over
+/// only to an idle thread, so no more than one partition's records are out of the ingestor's buffer
+/// at a time, and a caller whose job is refused writes it itself, on the other core.
 pub struct WriterThread {
     jobs: Option<SyncSender<WriteJob>>,
     outcomes: Receiver<WriteOutcome>,
@@ -198,14 +201,13 @@ pub struct WriterThread {
 
 impl WriterThread {
     /// Starts the thread, writing with `writer` (shared with whoever writes when no thread runs).
-    pub fn spawn(writer: Arc<Mutex<ParquetWriter>>) -> io::Result<Self> {
+    pub fn spawn(writer: Arc<ParquetWriter>) -> io::Result<Self> {
         let (jobs, job_rx) = sync_channel::<WriteJob>(0);
         let (outcome_tx, outcomes) = channel();
         let thread = std::thread::Builder::new().name("kubestep-writer".into()).spawn(move || {
             for mut job in job_rx {
                 let _span = tracing::debug_span!("write_file", session = %job.session_id, date = %job.date).entered();
                 let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let mut writer = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     writer.write(&job.session_id, &job.date, &job.batches)
                 }))
                 .unwrap_or_else(|_| {
@@ -222,15 +224,16 @@ impl WriterThread {
         Ok(Self { jobs: Some(jobs), outcomes, thread: Some(thread), in_flight: 0 })
     }
 
-    /// Hands `job` to the thread, waiting until it takes it; gives the job back if the thread is gone.
-    pub fn submit(&mut self, job: WriteJob) -> Result<(), WriteJob> {
+    /// Hands `job` to the thread if it is idle; gives the job back if it is busy (or gone), for the
+    /// caller to write it itself meanwhile.
+    pub fn try_submit(&mut self, job: WriteJob) -> Result<(), WriteJob> {
         let Some(jobs) = &self.jobs else { return Err(job) };
-        match jobs.send(job) {
+        match jobs.try_send(job) {
             Ok(()) => {
                 self.in_flight += 1;
                 Ok(())
             }
-            Err(returned) => Err(returned.0),
+            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
         }
     }
 

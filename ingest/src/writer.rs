@@ -395,7 +395,7 @@ mod tests {
     #[test]
     fn rows_from_several_batches_are_written_in_table_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut writer = ParquetWriter::new(Layout::new(dir.path()), "w".into());
+        let writer = ParquetWriter::new(Layout::new(dir.path()), "w".into());
         let batches = [batch(&[(30, "c"), (10, "b")]), batch(&[(20, "a"), (10, "a")]), batch(&[])];
         let written = writer.write("s", "1970-01-01", &batches).expect("write");
         assert_eq!(written.rows, 4);

@@ -167,9 +167,35 @@ fn import_lines(
 
     std::thread::scope(|scope| {
         let stop = &stop;
+        let mut started = 0;
+        for _ in 0..workers {
+            let (done_tx, spare_tx) = (done_tx.clone(), spare_tx.clone());
+            let (work_rx, config) = (&work_rx, &config);
+            let spawned = std::thread::Builder::new().name("kubestep-prepare".into()).spawn_scoped(scope, move || {
+                let mut preparer = LinePreparer::new(config.clone());
+                loop {
+                    let job = match work_rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    let _span = tracing::debug_span!("prepare", source = name, block = job.seq).entered();
+                    // A bug in preparing must not leave the committer waiting for this block forever.
+                    let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        preparer.prepare(name, &job.bytes, job.lines_before)
+                    }))
+                    .unwrap_or_else(|_| Err(ArrowError::ComputeError(format!("preparing block {} failed", job.seq))));
+                    let _ = spare_tx.try_send(job.bytes);
+                    if done_tx.send((job.seq, prepared, job.read)).is_err() {
+                        return;
+                    }
+                }
+            });
+            started += usize::from(spawned.is_ok());
+        }
         // The reader owns the sending end of the work channel: when it returns, the workers drain
         // the channel and end.
-        let reader = scope.spawn(move || {
+        let reader = std::thread::Builder::new().name("kubestep-read".into()).spawn_scoped(scope, move || {
             let ReadState { mut buf, mut eof, mut problem } = start;
             let mut lines_before = 0;
             let mut seq = 0;
@@ -202,30 +228,14 @@ fn import_lines(
                 (eof, problem) = fill(source.as_mut(), &mut buf, block);
             }
         });
-        for _ in 0..workers {
-            let (done_tx, spare_tx) = (done_tx.clone(), spare_tx.clone());
-            let (work_rx, config) = (&work_rx, &config);
-            scope.spawn(move || {
-                let mut preparer = LinePreparer::new(config.clone());
-                loop {
-                    let job = match work_rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(job) = job else { return };
-                    let _span = tracing::debug_span!("prepare", source = name, block = job.seq).entered();
-                    // A bug in preparing must not leave the committer waiting for this block forever.
-                    let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        preparer.prepare(name, &job.bytes, job.lines_before)
-                    }))
-                    .unwrap_or_else(|_| Err(ArrowError::ComputeError(format!("preparing block {} failed", job.seq))));
-                    let _ = spare_tx.try_send(job.bytes);
-                    if done_tx.send((job.seq, prepared, job.read)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
+        let reader = match reader {
+            Ok(reader) if started > 0 => reader,
+            // Without these threads nothing is read; the input is reported, not silently skipped.
+            _ => {
+                stop.store(true, Ordering::Relaxed);
+                return Ok(Some("the threads to read and decode it could not be started".to_owned()));
+            }
+        };
         drop((done_tx, spare_tx));
 
         let mut waiting = BTreeMap::new();

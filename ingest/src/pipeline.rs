@@ -1,7 +1,7 @@
 //! The ingest pipeline: decode -> normalize -> de-duplicate -> tag with a session -> Arrow ->
 //! Parquet. One [`Ingestor`] is one writer: an import run (and, later, one ingest replica).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ use crate::normalize::{NormalizeConfig, Normalized, normalize};
 use crate::prepare::PreparedBatch;
 use crate::rejected::{RejectedLog, Rejection};
 use crate::session::{DEFAULT_IDLE_GAP_US, SessionAssigner};
-use crate::writer::{ParquetWriter, WriteError, WriteJob, WriteOutcome, WriterThread, WrittenFile};
+use crate::writer::{ParquetWriter, WriteError, WriteJob, WriteOutcome, WriterPool, WrittenFile};
 
 /// How many rejections are kept in memory for the summary (all of them go to the log).
 pub const MAX_REPORTED_REJECTIONS: usize = 1000;
@@ -155,7 +155,10 @@ pub struct Ingestor {
     day_cache: (i64, String),
     writer: Arc<ParquetWriter>,
     /// Started by the first file written in the background.
-    writer_thread: Option<WriterThread>,
+    writer_pool: Option<WriterPool>,
+    /// Partitions cut at their size, waiting for a writing thread (only when writing in the
+    /// background). Their bytes still count in `buffered`.
+    ready: VecDeque<WriteJob>,
     rejected: RejectedLog,
     stats: IngestStats,
     written: Vec<WrittenFile>,
@@ -196,7 +199,8 @@ impl Ingestor {
             last_partition: None,
             day_cache: (i64::MIN, String::new()),
             writer: Arc::new(ParquetWriter::new(layout.clone(), writer_id.to_owned())),
-            writer_thread: None,
+            writer_pool: None,
+            ready: VecDeque::new(),
             rejected: RejectedLog::new(layout.rejected_dir(), writer_id),
             stats: IngestStats::default(),
             written: Vec::new(),
@@ -267,15 +271,16 @@ impl Ingestor {
 
     /// Writes every buffered record out and returns the run's statistics and files.
     pub fn finish(mut self) -> Result<(IngestStats, Vec<WrittenFile>), IngestError> {
-        let mut flushed = Ok(());
+        let mut flushed = self.hand_over_ready(WhenWritersBusy::WriteInPlace);
         for index in 0..self.partitions.len() {
-            flushed = flushed.and_then(|()| self.flush_partition(index));
+            flushed = flushed.and_then(|()| self.flush_partition(index, WhenWritersBusy::WriteInPlace));
         }
         if flushed.and_then(|()| self.collect_writes(true)).is_err() {
             // Whatever failed is buffered again: one more try, in place, and its failure is final.
             self.config.write_in_background = false;
+            self.hand_over_ready(WhenWritersBusy::WriteInPlace)?;
             for index in 0..self.partitions.len() {
-                self.flush_partition(index)?;
+                self.flush_partition(index, WhenWritersBusy::WriteInPlace)?;
             }
         }
         self.rejected.sync()?;
@@ -349,8 +354,15 @@ impl Ingestor {
                 full.push(index);
             }
         }
-        for index in full {
-            if let Err(e) = self.flush_partition(index) {
+        // Partitions cut earlier go as soon as a writing thread is free.
+        let mut flushes = vec![None; usize::from(!self.ready.is_empty())];
+        flushes.extend(full.into_iter().map(Some));
+        for index in flushes {
+            let flushed = match index {
+                Some(index) => self.flush_partition(index, WhenWritersBusy::KeepBuffered),
+                None => self.hand_over_ready(WhenWritersBusy::KeepBuffered),
+            };
+            if let Err(e) = flushed {
                 if !self.config.retry_failed_writes {
                     return Err(e);
                 }
@@ -366,15 +378,28 @@ impl Ingestor {
         Ok(())
     }
 
-    /// Writes out the largest partitions while all of them together hold more than
-    /// `max_buffered_bytes`.
+    /// Writes out the largest partitions while all of them together (with those waiting for or
+    /// being written) hold more than `max_buffered_bytes`. Writing in the background, it first
+    /// waits for a thread whenever partitions already cut are waiting for one.
     fn keep_within_budget(&mut self) -> Result<(), IngestError> {
         while self.buffered > self.config.max_buffered_bytes {
+            if self.config.write_in_background {
+                self.hand_over_ready(WhenWritersBusy::KeepBuffered)?;
+                let busy = self.writer_pool.as_ref().is_some_and(WriterPool::all_busy);
+                if (busy || !self.ready.is_empty())
+                    && let Some(outcome) = self.writer_pool.as_mut().and_then(WriterPool::wait_one)
+                {
+                    self.apply_write(outcome)?;
+                    continue;
+                }
+            }
             let largest = (0..self.partitions.len()).max_by_key(|&i| self.partitions[i].bytes);
             match largest {
-                Some(largest) if self.partitions[largest].rows > 0 => self.flush_partition(largest)?,
+                Some(largest) if self.partitions[largest].rows > 0 => {
+                    self.flush_partition(largest, WhenWritersBusy::WriteInPlace)?
+                }
                 // What is over the budget is being written: wait for it.
-                _ => match self.writer_thread.as_mut().and_then(WriterThread::wait_one) {
+                _ => match self.writer_pool.as_mut().and_then(WriterPool::wait_one) {
                     Some(outcome) => self.apply_write(outcome)?,
                     None => break,
                 },
@@ -450,10 +475,10 @@ impl Ingestor {
     }
 
     fn flush_where(&mut self, wanted: impl Fn(&Partition) -> bool) -> Result<(), IngestError> {
-        let mut result = Ok(());
+        let mut result = self.hand_over_ready(WhenWritersBusy::WriteInPlace);
         for index in 0..self.partitions.len() {
             if wanted(&self.partitions[index])
-                && let Err(e) = self.flush_partition(index)
+                && let Err(e) = self.flush_partition(index, WhenWritersBusy::WriteInPlace)
             {
                 result = Err(e);
                 break;
@@ -469,12 +494,12 @@ impl Ingestor {
 
     /// Records buffered and not yet written to a file.
     pub fn buffered_records(&self) -> usize {
-        self.partitions.iter().map(|p| p.rows).sum()
+        self.partitions.iter().map(|p| p.rows).chain(self.ready.iter().map(|job| job.rows)).sum()
     }
 
     /// About how much memory the buffered records take.
     pub fn buffered_bytes(&self) -> usize {
-        self.partitions.iter().map(|p| p.bytes).sum()
+        self.partitions.iter().map(|p| p.bytes).chain(self.ready.iter().map(|job| job.bytes)).sum()
     }
 
     /// The files written since the last call.
@@ -536,7 +561,7 @@ impl Ingestor {
             partition.batches.push(batch);
         }
         if partition.rows >= self.config.max_rows_per_file || partition.bytes >= self.config.max_bytes_per_file {
-            self.flush_partition(index)?;
+            self.flush_partition(index, WhenWritersBusy::WriteInPlace)?;
         }
         if self.buffered > self.config.max_buffered_bytes {
             self.keep_within_budget()?;
@@ -544,7 +569,10 @@ impl Ingestor {
         Ok(())
     }
 
-    fn flush_partition(&mut self, index: usize) -> Result<(), IngestError> {
+    /// Writes out partition `index`. Writing in the background, it is cut into a job for the
+    /// writing threads, and `busy` says what happens when every thread is busy; otherwise it is
+    /// written in place.
+    fn flush_partition(&mut self, index: usize, busy: WhenWritersBusy) -> Result<(), IngestError> {
         let partition = &mut self.partitions[index];
         if partition.rows == 0 {
             return Ok(());
@@ -553,8 +581,16 @@ impl Ingestor {
             let batch = partition.builder.finish().map_err(WriteError::Sort)?;
             partition.batches.push(batch);
         }
-        if self.config.write_in_background && self.write_in_background(index)? {
-            return Ok(());
+        if self.config.write_in_background {
+            let job = WriteJob {
+                session_id: partition.session_id.clone(),
+                date: partition.date.clone(),
+                batches: std::mem::take(&mut partition.batches),
+                rows: std::mem::take(&mut partition.rows),
+                bytes: std::mem::take(&mut partition.bytes),
+            };
+            self.ready.push_back(job);
+            return self.hand_over_ready(busy);
         }
         // Written in place: if writing fails (a full disk), the records stay buffered for the next try.
         let partition = &mut self.partitions[index];
@@ -567,41 +603,54 @@ impl Ingestor {
         Ok(())
     }
 
-    /// Hands partition `index` (its builder already finished) to the writing thread if it is idle,
-    /// after taking the outcomes of earlier files: a failure among them is returned and this
-    /// partition stays buffered. Its bytes count as buffered until its file is written. `false`: the
-    /// thread is busy, and the partition is still here for the caller to write in place.
-    fn write_in_background(&mut self, index: usize) -> Result<bool, IngestError> {
+    /// Hands the partitions waiting in `ready` to idle writing threads, oldest first, after taking
+    /// the outcomes of earlier files (a failure among them is returned; the rest stays ready). When
+    /// every thread is busy, `busy` says whether the rest waits or is written in place; without
+    /// threads (they could not be started) it is written in place.
+    fn hand_over_ready(&mut self, busy: WhenWritersBusy) -> Result<(), IngestError> {
         self.collect_writes(false)?;
-        if self.writer_thread.is_none() {
-            match WriterThread::spawn(Arc::clone(&self.writer)) {
-                Ok(thread) => self.writer_thread = Some(thread),
+        while let Some(job) = self.ready.pop_front() {
+            let job = match self.submit(job) {
+                Ok(()) => continue,
+                Err(job) => job,
+            };
+            if busy == WhenWritersBusy::KeepBuffered && self.config.write_in_background {
+                self.ready.push_front(job);
+                return Ok(());
+            }
+            self.buffered = self.buffered.saturating_sub(job.bytes);
+            match self.writer.write(&job.session_id, &job.date, &job.batches) {
+                Ok(file) => self.record_written(file),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot start a thread to write files; writing them in place");
-                    self.config.write_in_background = false;
-                    return Ok(false);
+                    // Back into its partition, for the next try.
+                    self.rebuffer(job);
+                    return Err(e.into());
                 }
             }
         }
-        let partition = &mut self.partitions[index];
-        let job = WriteJob {
-            session_id: partition.session_id.clone(),
-            date: partition.date.clone(),
-            batches: std::mem::take(&mut partition.batches),
-            rows: std::mem::take(&mut partition.rows),
-            bytes: std::mem::take(&mut partition.bytes),
-        };
-        let Some(thread) = self.writer_thread.as_mut() else { return Ok(false) };
-        match thread.try_submit(job) {
-            Ok(()) => Ok(true),
-            Err(job) => {
-                // Busy: the records go back (uncounted, they never left) to be written in place.
-                let partition = &mut self.partitions[index];
-                partition.batches = job.batches;
-                partition.rows = job.rows;
-                partition.bytes = job.bytes;
-                Ok(false)
+        Ok(())
+    }
+
+    /// Hands `job` to an idle writing thread, starting the threads the first time; gives it back
+    /// when every thread is busy or none could be started (then writing in the background stops).
+    fn submit(&mut self, job: WriteJob) -> Result<(), WriteJob> {
+        if !self.config.write_in_background {
+            return Err(job);
+        }
+        if self.writer_pool.is_none() {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            match WriterPool::spawn(Arc::clone(&self.writer), threads) {
+                Ok(pool) => self.writer_pool = Some(pool),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start threads to write files; writing them in place");
+                    self.config.write_in_background = false;
+                    return Err(job);
+                }
             }
+        }
+        match self.writer_pool.as_mut() {
+            Some(pool) => pool.try_submit(job),
+            None => Err(job),
         }
     }
 
@@ -609,10 +658,10 @@ impl Ingestor {
     /// those still being written). Records whose file failed are buffered again; the first failure
     /// is returned.
     fn collect_writes(&mut self, wait: bool) -> Result<(), IngestError> {
-        let Some(thread) = self.writer_thread.as_mut() else { return Ok(()) };
-        let mut outcomes = thread.finished();
+        let Some(pool) = self.writer_pool.as_mut() else { return Ok(()) };
+        let mut outcomes = pool.finished();
         if wait {
-            while let Some(outcome) = thread.wait_one() {
+            while let Some(outcome) = pool.wait_one() {
                 outcomes.push(outcome);
             }
         }
@@ -658,6 +707,17 @@ impl Ingestor {
         self.stats.bytes_written += file.bytes;
         self.written.push(file);
     }
+}
+
+/// What [`Ingestor::flush_partition`] does with a partition when every writing thread is busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenWritersBusy {
+    /// Write it on the calling thread: it must be out now (finishing, flushing, keeping within
+    /// the memory budget).
+    WriteInPlace,
+    /// Leave it waiting in `ready`, to be handed over at a later commit: the calling thread goes
+    /// on committing, which keeps the cores that prepare blocks busy.
+    KeepBuffered,
 }
 
 /// Rows of a batch by partition: `(partition index, row numbers)`.

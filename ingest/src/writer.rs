@@ -8,9 +8,9 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, channel, sync_channel};
+use std::sync::mpsc::{Receiver, SendError, Sender, SyncSender, channel, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use datafusion::arrow::array::{Array, RecordBatch};
@@ -166,7 +166,7 @@ impl ParquetWriter {
     }
 }
 
-/// One partition's records on their way to a [`WriterThread`], and back from it.
+/// One partition's records on their way to a [`WriterPool`], and back from it.
 #[derive(Debug)]
 pub struct WriteJob {
     /// The partition's session.
@@ -181,60 +181,67 @@ pub struct WriteJob {
     pub bytes: usize,
 }
 
-/// A job back from the [`WriterThread`]: its file, or why it could not be written (then the job
+/// A job back from the [`WriterPool`]: its file, or why it could not be written (then the job
 /// still holds every record, to be buffered again).
 pub type WriteOutcome = (WriteJob, Result<WrittenFile, WriteError>);
 
-/// Writes files on a thread of its own, one job at a time, so that whoever hands them over (an
-/// import committing blocks in order) goes on de-duplicating and routing records while a partition
-/// is sorted, encoded and fsynced.
+/// Writes files on threads of their own, one job per thread at a time, so that whoever hands them
+/// over (an import committing blocks in order) goes on de-duplicating and routing records while
+/// partitions are sorted, encoded and fsynced.
 ///
-/// At most one job is being written and none waits: [`try_submit`](Self::try_submit) hands a job over
-/// only to an idle thread, so no more than one partition's records are out of the ingestor's buffer
-/// at a time, and a caller whose job is refused writes it itself, on the other core.
-pub struct WriterThread {
+/// No job waits in a queue: [`try_submit`](Self::try_submit) hands a job over only when a thread is
+/// idle, so no more partitions are out of the ingestor's buffer than there are threads, and a
+/// caller whose job is refused keeps it buffered or writes it itself.
+pub struct WriterPool {
     jobs: Option<SyncSender<WriteJob>>,
     outcomes: Receiver<WriteOutcome>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
     in_flight: usize,
 }
 
-impl WriterThread {
-    /// Starts the thread, writing with `writer` (shared with whoever writes when no thread runs).
-    pub fn spawn(writer: Arc<ParquetWriter>) -> io::Result<Self> {
+impl WriterPool {
+    /// Starts up to `threads` threads (at least one, or the error), writing with `writer` (shared
+    /// with whoever writes in place meanwhile).
+    pub fn spawn(writer: Arc<ParquetWriter>, threads: usize) -> io::Result<Self> {
+        // Capacity 0: a job is handed over only to a thread waiting for one.
         let (jobs, job_rx) = sync_channel::<WriteJob>(0);
+        let job_rx = Arc::new(Mutex::new(job_rx));
         let (outcome_tx, outcomes) = channel();
-        let thread = std::thread::Builder::new().name("kubestep-writer".into()).spawn(move || {
-            for mut job in job_rx {
-                let _span = tracing::debug_span!("write_file", session = %job.session_id, date = %job.date).entered();
-                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    writer.write(&job.session_id, &job.date, &job.batches)
-                }))
-                .unwrap_or_else(|_| {
-                    Err(WriteError::WriterStopped { session_id: job.session_id.clone(), date: job.date.clone() })
-                });
-                if written.is_ok() {
-                    job.batches = Vec::new();
-                }
-                if outcome_tx.send((job, written)).is_err() {
-                    return;
-                }
+        let mut started = Vec::new();
+        for _ in 0..threads.max(1) {
+            let (writer, job_rx, outcome_tx) = (Arc::clone(&writer), Arc::clone(&job_rx), outcome_tx.clone());
+            let spawned = std::thread::Builder::new()
+                .name("kubestep-writer".into())
+                .spawn(move || write_jobs(&writer, &job_rx, &outcome_tx));
+            match spawned {
+                Ok(thread) => started.push(thread),
+                Err(e) if started.is_empty() => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "started fewer threads to write files than asked for"),
             }
-        })?;
-        Ok(Self { jobs: Some(jobs), outcomes, thread: Some(thread), in_flight: 0 })
+        }
+        Ok(Self { jobs: Some(jobs), outcomes, threads: started, in_flight: 0 })
     }
 
-    /// Hands `job` to the thread if it is idle; gives the job back if it is busy (or gone), for the
-    /// caller to write it itself meanwhile.
+    /// Hands `job` to an idle thread; gives it back when every thread is busy (or gone).
     pub fn try_submit(&mut self, job: WriteJob) -> Result<(), WriteJob> {
         let Some(jobs) = &self.jobs else { return Err(job) };
-        match jobs.try_send(job) {
+        if self.in_flight >= self.threads.len() {
+            return Err(job);
+        }
+        // A thread whose outcome was taken is back at (or on its way to) waiting for a job, so
+        // this waits for no write.
+        match jobs.send(job) {
             Ok(()) => {
                 self.in_flight += 1;
                 Ok(())
             }
-            Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => Err(job),
+            Err(SendError(job)) => Err(job),
         }
+    }
+
+    /// Whether every thread is writing (or has an outcome not taken yet).
+    pub fn all_busy(&self) -> bool {
+        self.in_flight >= self.threads.len()
     }
 
     /// Jobs handed over whose outcome has not been taken yet.
@@ -249,8 +256,8 @@ impl WriterThread {
         ready
     }
 
-    /// Waits for the next outcome; `None` when no job is in flight (or the thread is gone, which
-    /// it only is after a job's outcome was sent).
+    /// Waits for the next outcome; `None` when no job is in flight (or every thread is gone, which
+    /// a thread only is after sending its job's outcome).
     pub fn wait_one(&mut self) -> Option<WriteOutcome> {
         if self.in_flight == 0 {
             return None;
@@ -261,11 +268,35 @@ impl WriterThread {
     }
 }
 
-impl Drop for WriterThread {
+/// One writing thread: takes jobs until the pool goes away, sends each one back with its outcome.
+fn write_jobs(writer: &ParquetWriter, jobs: &Mutex<Receiver<WriteJob>>, outcomes: &Sender<WriteOutcome>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(jobs) => jobs.recv(),
+            Err(_) => return,
+        };
+        let Ok(mut job) = job else { return };
+        let _span = tracing::debug_span!("write_file", session = %job.session_id, date = %job.date).entered();
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            writer.write(&job.session_id, &job.date, &job.batches)
+        }))
+        .unwrap_or_else(|_| {
+            Err(WriteError::WriterStopped { session_id: job.session_id.clone(), date: job.date.clone() })
+        });
+        if written.is_ok() {
+            job.batches = Vec::new();
+        }
+        if outcomes.send((job, written)).is_err() {
+            return;
+        }
+    }
+}
+
+impl Drop for WriterPool {
     fn drop(&mut self) {
-        // The thread ends after the job it is writing, if any: that file is complete either way.
+        // Each thread ends after the job it is writing, if any: that file is complete either way.
         self.jobs = None;
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }

@@ -46,13 +46,48 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-/// Appends up to `more` bytes of `source` to `buf`; says whether the input ended. A read error ends
-/// the input too, and is returned as a description (the bytes read before it are kept).
-fn fill(source: &mut dyn Read, buf: &mut Vec<u8>, more: usize) -> (bool, Option<String>) {
-    let want = more.max(1) as u64;
-    match source.take(want).read_to_end(buf) {
-        Ok(n) => ((n as u64) < want, None),
-        Err(e) => (true, Some(format!("{e}; everything read before that is imported"))),
+/// Input read and not yet handed on. Its memory is zeroed only when it grows: `bytes` keeps its
+/// length and `len` says how much of it is input, so filling a reused buffer again costs no more
+/// than the read (reading into spare capacity would zero it every time).
+#[derive(Default)]
+struct ReadBuffer {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuffer {
+    /// The input it holds.
+    fn filled(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Replaces what it holds with `input`, growing it to hold `room` more bytes after that.
+    fn start_with(&mut self, input: &[u8], room: usize) {
+        self.reserve(input.len() + room);
+        self.bytes[..input.len()].copy_from_slice(input);
+        self.len = input.len();
+    }
+
+    fn reserve(&mut self, total: usize) {
+        if self.bytes.len() < total {
+            self.bytes.resize(total, 0);
+        }
+    }
+
+    /// Appends up to `more` bytes of `source`; says whether the input ended. A read error ends the
+    /// input too, and is returned as a description (the bytes read before it are kept).
+    fn fill(&mut self, source: &mut dyn Read, more: usize) -> (bool, Option<String>) {
+        let end = self.len + more.max(1);
+        self.reserve(end);
+        while self.len < end {
+            match source.read(&mut self.bytes[self.len..end]) {
+                Ok(0) => return (true, None),
+                Ok(n) => self.len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return (true, Some(format!("{e}; everything read before that is imported"))),
+            }
+        }
+        (false, None)
     }
 }
 
@@ -99,17 +134,17 @@ fn import_blocks(
         }
     };
 
-    let mut buf = Vec::new();
-    let (mut eof, mut problem) = fill(source.as_mut(), &mut buf, block);
-    if is_json_lines(&buf) {
+    let mut buf = ReadBuffer::default();
+    let (mut eof, mut problem) = buf.fill(source.as_mut(), block);
+    if is_json_lines(buf.filled()) {
         let start = ReadState { buf, eof, problem };
         problem = import_lines(ingestor, name, source, start, block, workers, &count, progress)?;
     } else {
         while !eof {
-            (eof, problem) = fill(source.as_mut(), &mut buf, block);
+            (eof, problem) = buf.fill(source.as_mut(), block);
         }
         let mut ignore = |_| {};
-        ingestor.ingest(name, &buf, &mut ignore)?;
+        ingestor.ingest(name, buf.filled(), &mut ignore)?;
         progress(count.load(Ordering::Relaxed));
     }
     match problem {
@@ -121,7 +156,7 @@ fn import_blocks(
 /// Where reading stands: the bytes read and not yet handed on, whether the input ended, and the
 /// read error that ended it, if one did.
 struct ReadState {
-    buf: Vec<u8>,
+    buf: ReadBuffer,
     eof: bool,
     problem: Option<String>,
 }
@@ -129,7 +164,7 @@ struct ReadState {
 /// A block of whole lines on its way to a worker.
 struct Block {
     seq: u64,
-    bytes: Vec<u8>,
+    bytes: ReadBuffer,
     lines_before: usize,
     /// On-disk bytes read when the block was cut, for progress once it is committed.
     read: u64,
@@ -162,7 +197,7 @@ fn import_lines(
     let work_rx = Mutex::new(work_rx);
     let (done_tx, done_rx) = channel::<(u64, Result<PreparedBatch, ArrowError>, u64)>();
     // Block buffers go back to the reader once prepared, so the same few are filled again.
-    let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(in_flight);
+    let (spare_tx, spare_rx) = sync_channel::<ReadBuffer>(in_flight);
     let stop = AtomicBool::new(false);
 
     std::thread::scope(|scope| {
@@ -182,7 +217,7 @@ fn import_lines(
                     let _span = tracing::debug_span!("prepare", source = name, block = job.seq).entered();
                     // A bug in preparing must not leave the committer waiting for this block forever.
                     let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        preparer.prepare(name, &job.bytes, job.lines_before)
+                        preparer.prepare(name, job.bytes.filled(), job.lines_before)
                     }))
                     .unwrap_or_else(|_| Err(ArrowError::ComputeError(format!("preparing block {} failed", job.seq))));
                     let _ = spare_tx.try_send(job.bytes);
@@ -201,7 +236,7 @@ fn import_lines(
             let mut seq = 0;
             loop {
                 // Hand on every whole line; a partial last line waits for the next read (or the end).
-                let cut = if eof { buf.len() } else { memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1) };
+                let cut = if eof { buf.len } else { memchr::memrchr(b'\n', buf.filled()).map_or(0, |i| i + 1) };
                 if cut > 0 {
                     if token_rx.recv().is_err() || stop.load(Ordering::Relaxed) {
                         return problem;
@@ -209,12 +244,10 @@ fn import_lines(
                     // The partial line moves to a buffer with room for a whole block (a used one
                     // when a worker has handed one back), so reading never grows a buffer.
                     let mut next = spare_rx.try_recv().unwrap_or_default();
-                    next.clear();
-                    next.reserve(block + (buf.len() - cut));
-                    next.extend_from_slice(&buf[cut..]);
-                    buf.truncate(cut);
+                    next.start_with(&buf.filled()[cut..], block);
+                    buf.len = cut;
                     let bytes = std::mem::replace(&mut buf, next);
-                    let lines = memchr::memchr_iter(b'\n', &bytes).count();
+                    let lines = memchr::memchr_iter(b'\n', bytes.filled()).count();
                     let read = count.load(Ordering::Relaxed);
                     if work_tx.send(Block { seq, bytes, lines_before, read }).is_err() {
                         return problem;
@@ -225,7 +258,7 @@ fn import_lines(
                 if eof {
                     return problem;
                 }
-                (eof, problem) = fill(source.as_mut(), &mut buf, block);
+                (eof, problem) = buf.fill(source.as_mut(), block);
             }
         });
         let reader = match reader {

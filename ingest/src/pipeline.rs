@@ -198,7 +198,12 @@ impl Ingestor {
             buffered: 0,
             last_partition: None,
             day_cache: (i64::MIN, String::new()),
-            writer: Arc::new(ParquetWriter::new(layout.clone(), writer_id.to_owned())),
+            writer: Arc::new(ParquetWriter::new(layout.clone(), writer_id.to_owned()).with_encoding_threads(
+                match config.write_in_background {
+                    true => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    false => 1,
+                },
+            )),
             writer_pool: None,
             ready: VecDeque::new(),
             rejected: RejectedLog::new(layout.rejected_dir(), writer_id),

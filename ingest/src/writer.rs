@@ -7,6 +7,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SendError, Sender, SyncSender, channel, sync_channel};
@@ -15,8 +16,10 @@ use std::thread::JoinHandle;
 
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
+use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::SortingColumn;
@@ -102,13 +105,22 @@ pub struct ParquetWriter {
     /// The next file's number; shared by every thread writing as this writer.
     next_seq: AtomicU64,
     props: WriterProperties,
+    /// How many row groups of a file are encoded at once.
+    encoding_threads: usize,
 }
 
 impl ParquetWriter {
     /// A writer into `layout` that names its files after `writer_id`.
     pub fn new(layout: Layout, writer_id: String) -> Self {
         let props = writer_properties();
-        Self { layout, writer_id, next_seq: AtomicU64::new(1), props }
+        Self { layout, writer_id, next_seq: AtomicU64::new(1), props, encoding_threads: 1 }
+    }
+
+    /// Encodes up to `threads` row groups of a file at once (an import, whose last files are
+    /// otherwise written on one core while the others wait).
+    pub fn with_encoding_threads(mut self, threads: usize) -> Self {
+        self.encoding_threads = threads.max(1);
+        self
     }
 
     /// Writes `batches` as one new file of the partition, rows sorted by `(received_at, audit_id)`.
@@ -148,22 +160,102 @@ impl ParquetWriter {
         }
     }
 
-    /// Writes the rows of `batches` in `order`, a chunk of rows at a time, so the sorted copy of a
-    /// partition never exists in memory all at once.
+    /// Writes the rows of `batches` in `order`, row group after row group, each a chunk of rows at
+    /// a time, so that the sorted copy of a partition never exists in memory all at once. Up to
+    /// `encoding_threads` row groups are encoded at once, each on a thread of its own, and
+    /// appended in order.
     fn write_tmp(&self, tmp: &Path, batches: &[RecordBatch], order: &[(usize, usize)]) -> Result<u64, WriteError> {
         let file = File::create(tmp).map_err(io_err("creating", tmp))?;
         let parquet = |source| WriteError::Parquet { path: tmp.to_owned(), source };
         let schema = kubestep_schemas::file_schema();
-        let mut writer = ArrowWriter::try_new(file, schema, Some(self.props.clone())).map_err(parquet)?;
+        let (mut file_writer, row_groups) = ArrowWriter::try_new(file, Arc::clone(&schema), Some(self.props.clone()))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(parquet)?;
         let sources: Vec<&RecordBatch> = batches.iter().collect();
-        for chunk in order.chunks(WRITE_CHUNK_ROWS) {
-            let sorted = interleave_record_batch(&sources, chunk)?;
-            writer.write(&sorted).map_err(parquet)?;
+        let groups = row_group_ranges(order.len());
+        let mut next_group = 0;
+        for wave in groups.chunks(self.encoding_threads.max(1)) {
+            let mut writers = Vec::with_capacity(wave.len());
+            for index in next_group..next_group + wave.len() {
+                writers.push(row_groups.create_column_writers(index).map_err(parquet)?);
+            }
+            next_group += wave.len();
+            let encode = |(writers, range): (Vec<ArrowColumnWriter>, &Range<usize>)| {
+                encode_row_group(writers, &schema, &sources, &order[range.clone()]).map_err(|e| match e {
+                    RowGroupError::Arrow(e) => WriteError::Sort(e),
+                    RowGroupError::Parquet(e) => parquet(e),
+                })
+            };
+            let encoded: Vec<Result<Vec<ArrowColumnChunk>, WriteError>> = if wave.len() == 1 {
+                writers.into_iter().zip(wave).map(encode).collect()
+            } else {
+                std::thread::scope(|scope| {
+                    let running: Vec<_> =
+                        writers.into_iter().zip(wave).map(|job| scope.spawn(move || encode(job))).collect();
+                    running
+                        .into_iter()
+                        .map(|thread| {
+                            thread.join().unwrap_or_else(|_| {
+                                Err(parquet(ParquetError::General("a thread encoding a row group stopped".into())))
+                            })
+                        })
+                        .collect()
+                })
+            };
+            for chunks in encoded {
+                let mut row_group = file_writer.next_row_group().map_err(parquet)?;
+                for chunk in chunks? {
+                    chunk.append_to_row_group(&mut row_group).map_err(parquet)?;
+                }
+                row_group.close().map_err(parquet)?;
+            }
         }
-        let file = writer.into_inner().map_err(parquet)?;
+        let file = file_writer.into_inner().map_err(parquet)?;
         file.sync_all().map_err(io_err("fsyncing", tmp))?;
         Ok(file.metadata().map_err(io_err("reading the size of", tmp))?.len())
     }
+}
+
+/// The rows of each row group of a file of `rows` rows: as few groups as [`MAX_ROW_GROUP_ROWS`]
+/// allows, of nearly equal size (so that groups encoded side by side take as long).
+fn row_group_ranges(rows: usize) -> Vec<Range<usize>> {
+    let groups = rows.div_ceil(MAX_ROW_GROUP_ROWS).max(1);
+    let size = rows.div_ceil(groups).max(1);
+    (0..rows).step_by(size).map(|start| start..(start + size).min(rows)).collect()
+}
+
+/// Encodes the rows `order` of `sources` into one row group's column chunks, a chunk of rows at a
+/// time.
+fn encode_row_group(
+    mut writers: Vec<ArrowColumnWriter>,
+    schema: &Schema,
+    sources: &[&RecordBatch],
+    order: &[(usize, usize)],
+) -> Result<Vec<ArrowColumnChunk>, RowGroupError> {
+    for chunk in order.chunks(WRITE_CHUNK_ROWS) {
+        let sorted = interleave_record_batch(sources, chunk)?;
+        // One writer per leaf column, in schema order: a list column has one leaf, like the rest.
+        let mut writer = writers.iter_mut();
+        for (field, column) in schema.fields().iter().zip(sorted.columns()) {
+            for leaf in compute_leaves(field, column)? {
+                let Some(writer) = writer.next() else {
+                    let problem = format!("no column writer left for column {}", field.name());
+                    return Err(RowGroupError::Arrow(ArrowError::SchemaError(problem)));
+                };
+                writer.write(&leaf)?;
+            }
+        }
+    }
+    Ok(writers.into_iter().map(ArrowColumnWriter::close).collect::<Result<_, _>>()?)
+}
+
+/// Why a row group could not be encoded; the caller knows the file.
+#[derive(Debug, thiserror::Error)]
+enum RowGroupError {
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+    #[error(transparent)]
+    Parquet(#[from] ParquetError),
 }
 
 /// One partition's records on their way to a [`WriterPool`], and back from it.
@@ -450,5 +542,49 @@ mod tests {
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(leftovers, ["w-000001.parquet"], "no temporary file left behind");
+    }
+
+    #[test]
+    fn row_groups_are_as_few_as_allowed_and_of_nearly_equal_size() {
+        assert!(row_group_ranges(0).is_empty(), "no rows, no row group");
+        assert_eq!(row_group_ranges(10), vec![0..10]);
+        assert_eq!(row_group_ranges(MAX_ROW_GROUP_ROWS), vec![0..MAX_ROW_GROUP_ROWS]);
+        let rows = MAX_ROW_GROUP_ROWS * 2 + 1;
+        let ranges = row_group_ranges(rows);
+        assert_eq!(ranges.len(), 3);
+        assert_eq!(ranges.last().map(|r| r.end), Some(rows));
+        assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+        assert!(ranges.iter().all(|r| r.len() <= MAX_ROW_GROUP_ROWS && r.len() + 2 >= rows / 3), "{ranges:?}");
+    }
+
+    #[test]
+    fn row_groups_encoded_side_by_side_make_one_file_in_table_order() {
+        // Rows in reverse order over several batches, enough for two row groups.
+        let rows = MAX_ROW_GROUP_ROWS + 1000;
+        let ids: Vec<String> = (0..rows).map(|i| format!("e{i:07}")).collect();
+        let batches: Vec<RecordBatch> = ids
+            .chunks(50_000)
+            .map(|chunk| {
+                let rows: Vec<(i64, &str)> = chunk.iter().map(|id| (-(id.len() as i64), id.as_str())).rev().collect();
+                batch(&rows)
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let writer = ParquetWriter::new(Layout::new(dir.path()), "w".into()).with_encoding_threads(2);
+        let written = writer.write("s", "1970-01-01", &batches).expect("write");
+        assert_eq!(written.rows, rows);
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(File::open(&written.path).expect("open")).expect("footer");
+        let groups: Vec<i64> = builder.metadata().row_groups().iter().map(|g| g.num_rows()).collect();
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        assert!(groups.iter().all(|&n| n as usize > rows / 2 - 2), "nearly equal groups: {groups:?}");
+        assert_eq!(builder.schema().as_ref(), kubestep_schemas::file_schema().as_ref(), "the Arrow schema is stored");
+        let mut got = Vec::new();
+        for b in builder.build().expect("reader") {
+            let b = b.expect("batch");
+            let id = b.column_by_name("audit_id").expect("col").as_string::<i32>().clone();
+            got.extend((0..b.num_rows()).map(|i| id.value(i).to_owned()));
+        }
+        assert_eq!(got, ids, "every row once, sorted by audit_id under one received_at");
     }
 }

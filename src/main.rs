@@ -124,6 +124,9 @@ fn main() -> ExitCode {
     ) {
         allocator::return_freed_memory_at_once();
     }
+    if matches!(cli.command, Command::Import(_)) {
+        allocator::keep_freed_memory_for_reuse();
+    }
     let result = match cli.command {
         Command::Import(args) => commands::import::run(args),
         Command::Sql(args) => commands::sql::run(args),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use kubestep_query::{Engine, TextColumns};
 
 /// Flight recorder for Kubernetes controllers: record the API server's audit events, then replay
 /// and analyse what every controller did.
@@ -62,14 +63,20 @@ fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Resul
     runtime.block_on(future)
 }
 
-/// Opens the recording for reading (never creates anything).
+/// Opens the recording for reading (never creates anything) for a built-in command, whose output
+/// shows values, never Arrow types: text columns are read the cheaper way.
 async fn open(data: &DataDir) -> anyhow::Result<datafusion::prelude::SessionContext> {
-    Ok(kubestep_query::open_recording(&data.data).await?)
+    Ok(kubestep_query::open_recording_with(&data.data, &Engine::Local, TextColumns::AsViews).await?)
 }
 
-/// Opens the recording for reading, its SQL running on the engine asked for.
-async fn open_on(data: &DataDir, engine: &EngineArg) -> anyhow::Result<datafusion::prelude::SessionContext> {
-    Ok(kubestep_query::open_recording_on(&data.data, &engine.engine).await?)
+/// Opens the recording for reading, its SQL running on the engine asked for, its text columns
+/// read as `text` says.
+async fn open_on(
+    data: &DataDir,
+    engine: &EngineArg,
+    text: TextColumns,
+) -> anyhow::Result<datafusion::prelude::SessionContext> {
+    Ok(kubestep_query::open_recording_with(&data.data, &engine.engine, text).await?)
 }
 
 #[derive(Subcommand)]

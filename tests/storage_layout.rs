@@ -10,7 +10,7 @@ use common::*;
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::basic::Compression;
+use datafusion::parquet::basic::{Compression, Encoding};
 
 fn imported_samples() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -33,6 +33,33 @@ fn the_table_has_exactly_the_documented_columns_and_types() {
         .map(|f| (f.name().clone(), f.data_type().to_string()))
         .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn text_read_as_views_gives_the_same_rows() {
+    let dir = imported_samples();
+    let everything = "SELECT * FROM operations ORDER BY session_id, received_at, audit_id, stage";
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let root = dir.path();
+    let (documented, views) = runtime.block_on(async {
+        let run = |text| async move {
+            let ctx = kubestep_query::open_recording_with(root, &kubestep_query::Engine::Local, text)
+                .await
+                .expect("opening the recording");
+            ctx.sql(everything).await.expect("planning").collect().await.expect("running")
+        };
+        (run(kubestep_query::TextColumns::AsDocumented).await, run(kubestep_query::TextColumns::AsViews).await)
+    });
+    let types = |batches: &[datafusion::arrow::array::RecordBatch]| {
+        batches[0].schema().fields().iter().map(|f| f.data_type().to_string()).collect::<Vec<_>>()
+    };
+    assert!(types(&views).iter().any(|t| t == "Utf8View"), "{:?}", types(&views));
+    assert!(!types(&documented).iter().any(|t| t == "Utf8View"), "{:?}", types(&documented));
+    let shown = |batches: &[datafusion::arrow::array::RecordBatch]| {
+        datafusion::arrow::util::pretty::pretty_format_batches(batches).expect("format").to_string()
+    };
+    assert!(documented.iter().map(|b| b.num_rows()).sum::<usize>() > 40);
+    assert_eq!(shown(&documented), shown(&views));
 }
 
 #[test]
@@ -66,6 +93,12 @@ fn files_follow_the_hive_layout_and_are_complete_sorted_zstd_parquet() {
             let received = row_group.column(3);
             assert_eq!(received.column_path().string(), "received_at");
             assert!(received.statistics().is_some_and(|s| s.min_bytes_opt().is_some()), "statistics on received_at");
+            // The times are stored as deltas, without a dictionary.
+            for column in [received, row_group.column(4)] {
+                let encodings: Vec<Encoding> = column.encodings().collect();
+                assert!(encodings.contains(&Encoding::DELTA_BINARY_PACKED), "{encodings:?}");
+                assert!(!encodings.contains(&Encoding::RLE_DICTIONARY), "{encodings:?}");
+            }
         }
         let mut last = i64::MIN;
         for batch in builder.build().expect("reader") {

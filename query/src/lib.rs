@@ -39,5 +39,7 @@ mod values;
 pub mod views;
 
 pub use consistency::consistently;
-pub use context::{OPERATIONS_TABLE, QueryError, open_recording, open_recording_on, run_sql};
+pub use context::{
+    OPERATIONS_TABLE, QueryError, TextColumns, open_recording, open_recording_on, open_recording_with, run_sql,
+};
 pub use engine::Engine;

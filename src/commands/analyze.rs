@@ -7,6 +7,8 @@ use kubestep_query::analyze::{AnalysisReport, AnalyzeOptions, analyze};
 use kubestep_query::behaviour::BehaviourOptions;
 use kubestep_query::context::ensure_session;
 
+use kubestep_query::TextColumns;
+
 use crate::{DataDir, EngineArg, OutputFormat, block_on, open_on};
 
 /// How many items each text section lists before saying how many more there are.
@@ -127,7 +129,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         },
     };
     block_on(async {
-        let ctx = open_on(&args.data, &args.engine).await?;
+        let ctx = open_on(&args.data, &args.engine, TextColumns::AsViews).await?;
         ensure_session(&ctx, &args.data.data, &session).await?;
         let report = analyze(&ctx, &session, &options).await?;
         match args.format {

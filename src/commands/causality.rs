@@ -8,6 +8,8 @@ use anyhow::{Context, bail};
 use kubestep_query::causality::{CausalityOptions, CausalityReport, Node, OpId, causality};
 use kubestep_query::context::ensure_session;
 
+use kubestep_query::TextColumns;
+
 use crate::{DataDir, EngineArg, block_on, open_on};
 
 /// How `analyze causality` prints.
@@ -97,7 +99,7 @@ pub fn run(args: CausalityArgs) -> anyhow::Result<ExitCode> {
         whole_graph: matches!(args.format, CausalityFormat::Json),
     };
     block_on(async {
-        let ctx = open_on(&args.data, &args.engine).await?;
+        let ctx = open_on(&args.data, &args.engine, TextColumns::AsViews).await?;
         ensure_session(&ctx, &args.data.data, &args.session).await?;
         let report = causality(&ctx, &args.session, &options).await?;
         match args.format {

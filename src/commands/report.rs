@@ -234,7 +234,12 @@ fn session_files(data: &Path, session: &str) -> SessionFiles {
 async fn ui_sessions(State(ui): State<Arc<UiState>>) -> Response {
     let data = &ui.data;
     let listed = async {
-        let ctx = kubestep_query::open_recording(data).await?;
+        let ctx = kubestep_query::open_recording_with(
+            data,
+            &kubestep_query::Engine::Local,
+            kubestep_query::TextColumns::AsViews,
+        )
+        .await?;
         kubestep_query::sessions::sessions(&ctx).await
     };
     let rows = match listed.instrument(tracing::info_span!("ui_sessions")).await {
@@ -280,7 +285,12 @@ async fn ui_session(
     };
     let data = &ui.data;
     let built = async {
-        let ctx = kubestep_query::open_recording(data).await?;
+        let ctx = kubestep_query::open_recording_with(
+            data,
+            &kubestep_query::Engine::Local,
+            kubestep_query::TextColumns::AsViews,
+        )
+        .await?;
         ensure_session(&ctx, data, &session).await?;
         let files = session_files(data, &session);
         if let Some(page) = ui.finished.lock().ok().and_then(|pages| pages.get(&session, &files)) {

@@ -30,7 +30,20 @@ pub struct SessionSummary {
 
 /// Every session, oldest first.
 pub async fn sessions(ctx: &SessionContext) -> Result<Vec<SessionSummary>, QueryError> {
+    let ctx = &scanned_in_any_order(ctx);
     crate::consistency::consistently(ctx, || sessions_once(ctx)).await
+}
+
+/// `ctx` (the same tables, views and settings) with its scans no longer keeping the files' order.
+///
+/// Files grouped by their time ranges make each scan partition ordered by `session_id`, and the
+/// aggregation then checks, row by row, where one session's rows end (`PartiallySorted`): worth it
+/// for windows, which would otherwise sort, but for a handful of groups only extra work. Without
+/// it `sessions` at 10M operations needs 11% less CPU (docs/PERFORMANCE.md).
+fn scanned_in_any_order(ctx: &SessionContext) -> SessionContext {
+    let mut state = ctx.state();
+    state.config_mut().options_mut().execution.split_file_groups_by_statistics = false;
+    SessionContext::new_with_state(state)
 }
 
 async fn sessions_once(ctx: &SessionContext) -> Result<Vec<SessionSummary>, QueryError> {

@@ -63,10 +63,9 @@ fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Resul
     runtime.block_on(future)
 }
 
-/// Opens the recording for reading (never creates anything) for a built-in command, whose output
-/// shows values, never Arrow types: text columns are read the cheaper way.
-async fn open(data: &DataDir) -> anyhow::Result<datafusion::prelude::SessionContext> {
-    Ok(kubestep_query::open_recording_with(&data.data, &Engine::Local, TextColumns::AsViews).await?)
+/// Opens the recording for reading (never creates anything), its text columns read as `text` says.
+async fn open(data: &DataDir, text: TextColumns) -> anyhow::Result<datafusion::prelude::SessionContext> {
+    Ok(kubestep_query::open_recording_with(&data.data, &Engine::Local, text).await?)
 }
 
 /// Opens the recording for reading, its SQL running on the engine asked for, its text columns

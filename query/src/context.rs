@@ -193,9 +193,12 @@ pub enum TextColumns {
     /// `DESCRIBE operations`).
     #[default]
     AsDocumented,
-    /// Every short text column as `Utf8View` (the JSON documents stay `Utf8`), for the built-in
-    /// commands, whose answers go through [`crate::values`] and never show an Arrow type. Same
-    /// values, less work: see [`scan_schema`].
+    /// The identity columns (verb, kind, names, actor, ...) as `Utf8View`, for a command whose
+    /// answer goes through [`crate::values`] and never shows an Arrow type, and that aggregates
+    /// into a few groups without sorting or joining: `kubestep sessions`. Same values, less work:
+    /// see [`scan_schema`]. Not for the analyses: sorts, windows and joins count the dictionary
+    /// page a view points into once per batch they hold, and at 10M operations `analyze` then ran
+    /// out of its memory limit in two runs of three.
     AsViews,
 }
 
@@ -290,19 +293,39 @@ pub async fn open_recording_with(
     Ok(ctx)
 }
 
-/// The columns whose text the JSON documents are: read as stored, `Utf8`.
-const DOCUMENT_COLUMNS: [&str; 3] = [columns::REQUEST_OBJECT, columns::RESPONSE_OBJECT, columns::ANNOTATIONS];
+/// The text columns [`TextColumns::AsViews`] reads as `Utf8View`: who did what to which kind of
+/// object, a few distinct values repeated over millions of rows.
+const VIEW_COLUMNS: [&str; 17] = [
+    columns::STAGE,
+    columns::LEVEL,
+    columns::VERB,
+    columns::OPERATION_TYPE,
+    columns::API_GROUP,
+    columns::API_VERSION,
+    columns::RESOURCE,
+    columns::SUBRESOURCE,
+    columns::KIND,
+    columns::NAMESPACE,
+    columns::NAME,
+    columns::ACTOR_ID,
+    columns::USERNAME,
+    columns::USER_AGENT,
+    columns::IMPERSONATED_USER,
+    columns::POD_NAME,
+    columns::FIELD_MANAGER,
+];
 
-/// The file columns as [`TextColumns::AsViews`] reads them: every short text column as `Utf8View`,
+/// The file columns as [`TextColumns::AsViews`] reads them: the [`VIEW_COLUMNS`] as `Utf8View`,
 /// the rest as stored (SCHEMA.md).
 ///
-/// Names, kinds, verbs and actors are a handful of distinct values repeated over millions of rows,
-/// stored with a dictionary. Read as `Utf8View`, each row becomes a 16-byte view into the
-/// dictionary page instead of a copy of its bytes, and grouping and comparing them look at the
-/// inlined prefix first: `sessions` at 10M operations needs a fifth less CPU. The JSON documents
-/// stay `Utf8`: a view keeps its whole decompressed page alive, which for kilobyte objects
-/// raised `analyze`'s peak memory by 40%. The values are the same either way; only
-/// `arrow_typeof` tells them apart, which is why user SQL sees [`TextColumns::AsDocumented`].
+/// Names, kinds, verbs and actors are stored with a dictionary. Read as `Utf8View`, each row
+/// becomes a 16-byte view into the dictionary page instead of a copy of its bytes, and grouping and
+/// comparing them look at the inlined prefix first: `sessions` at 10M operations needs a fifth less
+/// CPU. Values that are nearly all distinct (ids, resource versions, URIs, errors) and the JSON
+/// documents stay `Utf8`: their pages are plain, a view keeps a whole decompressed page alive, and
+/// operators that hold batches count that page against the memory limit once per batch that points
+/// into it (every text column as a view raised `analyze`'s peak by 40%). The values are the same either way; only `arrow_typeof` tells
+/// them apart, which is why user SQL sees [`TextColumns::AsDocumented`].
 fn scan_schema() -> datafusion::arrow::datatypes::SchemaRef {
     use datafusion::arrow::datatypes::Schema;
     let fields: Vec<_> = file_schema()
@@ -310,11 +333,11 @@ fn scan_schema() -> datafusion::arrow::datatypes::SchemaRef {
         .iter()
         .map(|field| {
             let field = field.as_ref().clone();
-            if DOCUMENT_COLUMNS.contains(&field.name().as_str()) {
-                field
-            } else {
+            if VIEW_COLUMNS.contains(&field.name().as_str()) {
                 let read = as_view(field.data_type());
                 field.with_data_type(read)
+            } else {
+                field
             }
         })
         .collect();

@@ -94,12 +94,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     // 4. What KubeStep sees.
     runtime.block_on(async {
-        let ctx = kubestep_query::open_recording_with(
-            &data,
-            &kubestep_query::Engine::Local,
-            kubestep_query::TextColumns::AsViews,
-        )
-        .await?;
+        let ctx = kubestep_query::open_recording(&data).await?;
         println!("$ kubestep sessions");
         super::sessions::print(&ctx, crate::OutputFormat::Text).await?;
         println!("\n$ kubestep analyze {SESSION}");

@@ -9,6 +9,8 @@ use kubestep_query::context::ensure_session;
 use kubestep_query::diff::diff_objects;
 use kubestep_query::replay::{ObjectFilter, ReplayQuery, Step, replay, step_objects};
 
+use kubestep_query::TextColumns;
+
 use crate::{DataDir, OutputFormat, block_on, open};
 
 /// Arguments of `kubestep replay`.
@@ -99,7 +101,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         all_fields: args.all_fields,
     };
     block_on(async {
-        let ctx = open(&args.data).await?;
+        let ctx = open(&args.data, TextColumns::AsDocumented).await?;
         ensure_session(&ctx, &args.data.data, &args.session).await?;
         if args.interactive {
             return interactive(&ctx, query, args.all_fields).await;

@@ -15,6 +15,8 @@ use kubestep_query::context::ensure_session;
 use kubestep_query::report::{ReportOptions, SessionReport, session_report};
 use tracing::Instrument;
 
+use kubestep_query::TextColumns;
+
 use crate::{DataDir, block_on, open};
 
 const PAGE_CSS: &str = include_str!("../report/page.css");
@@ -45,7 +47,7 @@ pub struct ReportArgs {
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let options = ReportOptions { max_marks: args.max_marks.max(1), ..ReportOptions::default() };
     let report = block_on(async {
-        let ctx = open(&args.data).await?;
+        let ctx = open(&args.data, TextColumns::AsDocumented).await?;
         ensure_session(&ctx, &args.data.data, &args.session).await?;
         Ok(session_report(&ctx, &args.session, &options).await?)
     })?;
@@ -234,12 +236,7 @@ fn session_files(data: &Path, session: &str) -> SessionFiles {
 async fn ui_sessions(State(ui): State<Arc<UiState>>) -> Response {
     let data = &ui.data;
     let listed = async {
-        let ctx = kubestep_query::open_recording_with(
-            data,
-            &kubestep_query::Engine::Local,
-            kubestep_query::TextColumns::AsViews,
-        )
-        .await?;
+        let ctx = kubestep_query::open_recording(data).await?;
         kubestep_query::sessions::sessions(&ctx).await
     };
     let rows = match listed.instrument(tracing::info_span!("ui_sessions")).await {
@@ -285,12 +282,7 @@ async fn ui_session(
     };
     let data = &ui.data;
     let built = async {
-        let ctx = kubestep_query::open_recording_with(
-            data,
-            &kubestep_query::Engine::Local,
-            kubestep_query::TextColumns::AsViews,
-        )
-        .await?;
+        let ctx = kubestep_query::open_recording(data).await?;
         ensure_session(&ctx, data, &session).await?;
         let files = session_files(data, &session);
         if let Some(page) = ui.finished.lock().ok().and_then(|pages| pages.get(&session, &files)) {

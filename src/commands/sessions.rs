@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use anyhow::bail;
 use datafusion::prelude::SessionContext;
 
+use kubestep_query::TextColumns;
+
 use crate::{DataDir, OutputFormat, block_on, open};
 
 /// Arguments of `kubestep sessions`.
@@ -20,7 +22,7 @@ pub struct SessionsArgs {
 /// Lists the sessions, oldest first.
 pub fn run(args: SessionsArgs) -> anyhow::Result<ExitCode> {
     block_on(async {
-        let ctx = open(&args.data).await?;
+        let ctx = open(&args.data, TextColumns::AsViews).await?;
         if !print(&ctx, args.format).await? {
             bail!("no sessions in {}: the recording is empty", args.data.data.display());
         }

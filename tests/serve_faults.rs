@@ -116,6 +116,19 @@ fn a_full_disk_answers_503_loses_nothing_and_recovers_by_itself() {
     let mut server = TestServer::start(&data, &["--flush-interval", "200ms", "--session", "full"]);
     let url = format!("{}/audit", server.base);
     assert_eq!(server.post("/audit", &batch("early", 0, 50)).0, 200);
+    // The first batch reaches a Parquet file before the disk fills, so there is something to query.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = |dir: &Path| {
+        dir.is_dir()
+            && all_files(dir).iter().any(|f| {
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                name.ends_with(".parquet") && !name.starts_with('.')
+            })
+    };
+    while !stored(&data.join("operations")) {
+        assert!(Instant::now() < deadline, "the first batch was never flushed: {}", server.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let ballast = fill(&small.mount_point, 2 << 20);
 
     // Keep sending until the disk refuses; count every event acknowledged.

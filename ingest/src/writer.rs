@@ -4,6 +4,9 @@
 //! A file is written under a hidden temporary name that does not end in `.parquet`, fsynced, renamed
 //! to `<writer>-<seq>.parquet`, and the directory is fsynced; so a reader (DataFusion, DuckDB, Spark)
 //! sees either no file or a whole one.
+//!
+//! Every file's footer carries the summary of its rows (`kubestep_schemas::summary`), which
+//! `kubestep sessions` reads instead of the rows.
 
 use std::fs::{self, File};
 use std::io;
@@ -22,10 +25,11 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
 use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::errors::ParquetError;
-use datafusion::parquet::file::metadata::SortingColumn;
+use datafusion::parquet::file::metadata::{KeyValue, SortingColumn};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use kubestep_schemas::schema::columns;
+use kubestep_schemas::summary::{FileSummary, SUMMARY_KEY};
 
 use crate::layout::Layout;
 
@@ -209,6 +213,11 @@ impl ParquetWriter {
                 }
                 row_group.close().map_err(parquet)?;
             }
+        }
+        let summary =
+            FileSummary::of_batches(batches).map_err(|e| WriteError::Sort(ArrowError::SchemaError(e.to_string())))?;
+        if let Some(summary) = summary {
+            file_writer.append_key_value_metadata(KeyValue::new(SUMMARY_KEY.to_owned(), summary.to_footer_value()));
         }
         let file = file_writer.into_inner().map_err(parquet)?;
         file.sync_all().map_err(io_err("fsyncing", tmp))?;
@@ -587,7 +596,7 @@ mod tests {
         let groups: Vec<i64> = builder.metadata().row_groups().iter().map(|g| g.num_rows()).collect();
         assert_eq!(groups.len(), 2, "{groups:?}");
         assert!(groups.iter().all(|&n| n as usize > rows / 2 - 2), "nearly equal groups: {groups:?}");
-        assert_eq!(builder.schema().as_ref(), kubestep_schemas::file_schema().as_ref(), "the Arrow schema is stored");
+        assert_eq!(builder.schema().fields(), kubestep_schemas::file_schema().fields(), "the Arrow schema is stored");
         let mut got = Vec::new();
         for b in builder.build().expect("reader") {
             let b = b.expect("batch");

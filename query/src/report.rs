@@ -232,7 +232,7 @@ async fn session_report_once(
         for row in 0..batch.num_rows() {
             let position = index.get(row).unwrap_or(0).max(0) as u64;
             let verb_text = verb.get(row).unwrap_or("");
-            if is_write(verb_text) {
+            if kubestep_schemas::summary::is_write_verb(verb_text) {
                 writes.insert(position);
             }
             let (k, ns, n) =
@@ -281,10 +281,6 @@ async fn session_report_once(
         analysis,
         causality,
     })
-}
-
-fn is_write(verb: &str) -> bool {
-    matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection")
 }
 
 /// The changes of the writes in `wanted`, from one pass over the session's writes in order.

@@ -96,7 +96,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let ctx = kubestep_query::open_recording(&data).await?;
         println!("$ kubestep sessions");
-        super::sessions::print(&ctx, crate::OutputFormat::Text).await?;
+        super::sessions::print_from_rows(&ctx, crate::OutputFormat::Text).await?;
         println!("\n$ kubestep analyze {SESSION}");
         let options = kubestep_query::analyze::AnalyzeOptions::all();
         let report = kubestep_query::analyze::analyze(&ctx, SESSION, &options).await?;

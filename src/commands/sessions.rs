@@ -6,6 +6,7 @@ use anyhow::bail;
 use datafusion::prelude::SessionContext;
 
 use kubestep_query::TextColumns;
+use kubestep_query::sessions::{SessionSummary, sessions, sessions_from_footers};
 
 use crate::{DataDir, OutputFormat, block_on, open};
 
@@ -19,20 +20,29 @@ pub struct SessionsArgs {
     format: OutputFormat,
 }
 
-/// Lists the sessions, oldest first.
+/// Lists the sessions, oldest first: from the files' footers when they all carry a summary,
+/// otherwise from the rows.
 pub fn run(args: SessionsArgs) -> anyhow::Result<ExitCode> {
-    block_on(async {
-        let ctx = open(&args.data, TextColumns::AsViews).await?;
-        if !print(&ctx, args.format).await? {
-            bail!("no sessions in {}: the recording is empty", args.data.data.display());
-        }
-        Ok(ExitCode::SUCCESS)
-    })
+    let sessions = match sessions_from_footers(&args.data.data) {
+        Some(sessions) => sessions,
+        None => block_on(async {
+            let ctx = open(&args.data, TextColumns::AsViews).await?;
+            anyhow::Ok(sessions(&ctx).await?)
+        })?,
+    };
+    if !print(&sessions, args.format)? {
+        bail!("no sessions in {}: the recording is empty", args.data.data.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Prints every session; says whether there was any.
-pub(crate) async fn print(ctx: &SessionContext, format: OutputFormat) -> anyhow::Result<bool> {
-    let sessions = kubestep_query::sessions::sessions(ctx).await?;
+/// Prints every session of a recording a context reads, from its rows; says whether there was any.
+pub(crate) async fn print_from_rows(ctx: &SessionContext, format: OutputFormat) -> anyhow::Result<bool> {
+    print(&sessions(ctx).await?, format)
+}
+
+/// Prints `sessions`; says whether there was any.
+fn print(sessions: &[SessionSummary], format: OutputFormat) -> anyhow::Result<bool> {
     if sessions.is_empty() {
         return Ok(false);
     }
@@ -44,7 +54,7 @@ pub(crate) async fn print(ctx: &SessionContext, format: OutputFormat) -> anyhow:
                 "{:<width$}  {:<27}  {:<27}  {:>10}  {:>8}  {:>6}  {:>7}",
                 "SESSION", "FIRST", "LAST", "OPERATIONS", "WRITES", "ACTORS", "ERRORS"
             );
-            for s in &sessions {
+            for s in sessions {
                 println!(
                     "{:<width$}  {:<27}  {:<27}  {:>10}  {:>8}  {:>6}  {:>7}",
                     s.session_id, s.first_at, s.last_at, s.operations, s.writes, s.actors, s.errors

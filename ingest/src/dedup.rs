@@ -3,9 +3,11 @@
 //!
 //! The key is `auditID + stage + requestReceivedTimestamp + verb + requestURI`: `auditID` alone is not
 //! unique, because clients can choose it. Keys are kept as 128-bit hashes, so ten million events cost
-//! 160 MB of memory at most, and an accidental collision would need about 2^64 events.
+//! 160 MB of memory at most, and an accidental collision would need about 2^64 events. The sets
+//! hash those keys with `foldhash` (seeded per process) rather than SipHash: on `import`, SipHash
+//! alone was 3% of the CPU time.
 
-use std::collections::HashSet;
+use std::collections::HashSet as StdHashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,9 @@ use kubestep_schemas::schema::columns;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::layout::Layout;
+
+/// A set of keys, hashed with a per-process seed.
+type HashSet<T> = StdHashSet<T, foldhash::fast::RandomState>;
 
 /// The identity of an event for de-duplication.
 pub fn dedup_key(audit_id: &str, stage: &str, received_at_us: i64, verb: &str, request_uri: Option<&str>) -> u128 {
@@ -64,7 +69,13 @@ pub struct Deduplicator {
 impl Deduplicator {
     /// A de-duplicator over the recording in `layout` that remembers every key.
     pub fn new(layout: Layout) -> Self {
-        Self { layout, seen: HashSet::new(), older: HashSet::new(), window: None, loaded_dates: HashSet::new() }
+        Self {
+            layout,
+            seen: HashSet::default(),
+            older: HashSet::default(),
+            window: None,
+            loaded_dates: HashSet::default(),
+        }
     }
 
     /// A de-duplicator that remembers between `window` and `2 * window` of the most recent keys.

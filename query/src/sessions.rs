@@ -19,7 +19,9 @@ use crate::QueryError;
 use crate::context::collect;
 use crate::values::{Ints, Micros, Strings, format_time};
 
-const SESSIONS_SQL: &str = include_str!("../sql/sessions.sql");
+/// The statement [`sessions`] runs over the rows: the question the footer summaries answer
+/// without it ([`sessions_from_footers`]).
+pub const SESSIONS_SQL: &str = include_str!("../sql/sessions.sql");
 
 /// What a session holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -362,8 +362,14 @@ fn query_commands(data: &Path) -> Vec<QueryCommand> {
         cmd("analyze, every section", &["analyze", SESSION, "-d", &d]),
         cmd("analyze causality", &["analyze", "causality", "--session", SESSION, "-d", &d]),
     ];
+    // Its comment dropped: a command-line argument that starts with `--` reads as a flag.
+    let sessions_statement: String = kubestep_query::sessions::SESSIONS_SQL
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
     for (name, q) in [
-        ("sql: the `sessions` statement over the rows", kubestep_query::sessions::SESSIONS_SQL),
+        ("sql: the `sessions` statement over the rows", sessions_statement.as_str()),
         (
             "sql: writes per actor per minute",
             "SELECT actor_id, date_trunc('minute', received_at) AS minute, count(*) AS writes \

@@ -51,6 +51,15 @@ fn every_query_command_reads_a_recording_in_s3_as_it_reads_the_directory() {
     let sessions: serde_json::Value = serde_json::from_slice(&sessions).unwrap();
     assert!(sessions.as_array().is_some_and(|s| s.len() > 5), "{sessions}");
     same_answer(&server, &local, &remote, &["sessions"]);
+    // From the files' footers alone, as in a directory: no statement over the rows.
+    let logged = std::process::Command::new(env!("CARGO_BIN_EXE_kubestep"))
+        .args(["sessions", "-d", &remote, "--log-format", "json"])
+        .envs(server.env())
+        .env("KUBESTEP_LOG", "warn,kubestep_query::sql=debug")
+        .output()
+        .expect("running kubestep");
+    assert!(logged.status.success(), "{:?}", text(&logged));
+    assert!(!String::from_utf8_lossy(&logged.stderr).contains("\"statement\""), "{:?}", text(&logged));
     same_answer(&server, &local, &remote, &["replay", "s", "--limit", "50"]);
     same_answer(&server, &local, &remote, &["replay", "s", "--writes-only", "--diff", "--format", "json"]);
     let analysis = same_answer(&server, &local, &remote, &["analyze", "s", "--format", "json"]);

@@ -12,15 +12,34 @@ use std::path::Path;
 use common::*;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use kubestep_query::sessions::{SessionSummary, sessions, sessions_from_footers};
+use kubestep_query::sessions::{SessionSummary, sessions_from_footers, sessions_from_rows};
 use server::import_small_files;
 
 fn from_rows(data: &Path) -> Vec<SessionSummary> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
         let ctx = kubestep_query::open_recording(data).await.expect("opening the recording");
-        sessions(&ctx).await.expect("sessions from the rows")
+        sessions_from_rows(&ctx).await.expect("sessions from the rows")
     })
+}
+
+fn from_footers(data: &Path) -> Option<Vec<SessionSummary>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let ctx = kubestep_query::open_recording(data).await.expect("opening the recording");
+        sessions_from_footers(&ctx).await.expect("reading footers never fails: it says None")
+    })
+}
+
+/// How many SQL statements `kubestep sessions` ran (its SQL log).
+fn statements_run(data: &Path) -> usize {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubestep"))
+        .args(["sessions", "-d", &data.display().to_string(), "--log-format", "json"])
+        .env("KUBESTEP_LOG", "warn,kubestep_query::sql=debug")
+        .output()
+        .expect("running kubestep");
+    assert!(output.status.success(), "{:?}", text(&output));
+    String::from_utf8_lossy(&output.stderr).lines().filter(|l| l.contains("\"statement\"")).count()
 }
 
 fn cli_sessions(data: &Path) -> serde_json::Value {
@@ -51,14 +70,15 @@ fn footers_say_what_the_rows_say_before_and_after_compaction() {
     let rows = from_rows(&data);
     assert!(rows.len() >= 10, "samples, simulated and small files: {rows:?}");
     assert!(rows.iter().any(|s| s.session_id == "simulated" && s.actors > 1 && s.writes > 0 && s.errors > 0));
-    assert_eq!(sessions_from_footers(&data), Some(rows.clone()));
+    assert_eq!(from_footers(&data), Some(rows.clone()));
     assert_eq!(cli_sessions(&data), serde_json::to_value(&rows).expect("JSON"));
+    assert_eq!(statements_run(&data), 0, "sessions answered from the footers");
 
     let output = kubestep(&["compact", "-d", &data.display().to_string(), "--target-rows", "100"], None);
     assert!(output.status.success(), "{:?}", text(&output));
     assert!(text(&output).0.contains("merged"), "{:?}", text(&output));
     assert_eq!(from_rows(&data), rows);
-    assert_eq!(sessions_from_footers(&data), Some(rows));
+    assert_eq!(from_footers(&data), Some(rows));
 }
 
 #[test]
@@ -81,14 +101,23 @@ fn a_file_without_a_summary_is_answered_from_the_rows() {
     }
     writer.close().expect("close");
 
-    assert_eq!(sessions_from_footers(&data), None);
+    assert_eq!(from_footers(&data), None);
     assert_eq!(cli_sessions(&data), before);
+    assert_eq!(statements_run(&data), 1, "sessions answered from the rows");
 }
 
 #[test]
-fn an_empty_or_missing_recording_is_left_to_the_rows() {
+fn a_file_outside_the_partitions_is_left_to_the_rows() {
     let dir = tempfile::tempdir().expect("tempdir");
-    assert_eq!(sessions_from_footers(&dir.path().join("missing")), None);
-    std::fs::create_dir_all(dir.path().join("empty/operations")).expect("mkdir");
-    assert_eq!(sessions_from_footers(&dir.path().join("empty")), None);
+    let data = recording(dir.path());
+    std::fs::write(data.join("operations/notes.txt"), "not a table file").expect("write");
+    assert!(from_footers(&data).is_some(), "files the table does not read are ignored");
+
+    let file = all_files(&data.join("operations/session_id=simulated"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .expect("a file of the simulated session");
+    std::fs::copy(&file, data.join("operations/stray.parquet")).expect("copy");
+    assert_eq!(from_footers(&data), None);
+    assert_eq!(cli_sessions(&data), serde_json::to_value(from_rows(&data)).expect("JSON"));
 }

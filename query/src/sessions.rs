@@ -1,18 +1,22 @@
 //! `kubestep sessions`: one summary per session.
 //!
-//! Two ways to the same answer: [`sessions`] runs `sql/sessions.sql` over the rows;
+//! Two ways to the same answer: [`sessions_from_rows`] runs `sql/sessions.sql` over the rows;
 //! [`sessions_from_footers`] merges the summaries the writer stored in every file's footer
-//! (`kubestep_schemas::summary`), reading no row at all, for a recording in a directory whose
-//! files all carry one.
+//! (`kubestep_schemas::summary`), reading no row at all, when every file carries one. [`sessions`]
+//! tries the footers first. Both read through the context's object store, so a recording in a
+//! bucket is answered from its footers too (two small range reads per file instead of its columns).
 
 use std::collections::BTreeMap;
-use std::io;
-use std::path::Path;
+use std::sync::Arc;
 
+use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::parquet::file::metadata::ParquetMetaDataReader;
 use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
 use kubestep_schemas::schema::columns;
 use kubestep_schemas::summary::{FileSummary, SUMMARY_KEY};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 
 use crate::QueryError;
@@ -42,8 +46,17 @@ pub struct SessionSummary {
     pub errors: u64,
 }
 
-/// Every session, oldest first.
+/// Every session, oldest first: from the files' footers when they all carry a summary, otherwise
+/// from the rows.
 pub async fn sessions(ctx: &SessionContext) -> Result<Vec<SessionSummary>, QueryError> {
+    match sessions_from_footers(ctx).await? {
+        Some(sessions) => Ok(sessions),
+        None => sessions_from_rows(ctx).await,
+    }
+}
+
+/// Every session, oldest first, computed by `sql/sessions.sql` over the rows.
+pub async fn sessions_from_rows(ctx: &SessionContext) -> Result<Vec<SessionSummary>, QueryError> {
     let ctx = &scanned_in_any_order(ctx);
     crate::consistency::consistently(ctx, || sessions_once(ctx)).await
 }
@@ -89,62 +102,100 @@ async fn sessions_once(ctx: &SessionContext) -> Result<Vec<SessionSummary>, Quer
 /// compaction swapped its partition) before the rows are asked instead.
 const FOOTER_ATTEMPTS: usize = 3;
 
-/// Every session, oldest first, from the summaries in the footers of a recording directory's
-/// files: the same answer as [`sessions`] without reading a row.
+/// How many bytes from a file's end are read first: footers of KubeStep's files fit (a 10M-operation
+/// recording's largest is 40 KiB), so one read per file is the rule.
+const FOOTER_PREFETCH: u64 = 64 * 1024;
+
+/// Every session, oldest first, from the summaries in the footers of the recording's files: the
+/// same answer as [`sessions_from_rows`] without reading a row.
 ///
-/// `None` when the footers cannot answer and the rows must: `root` is not a directory (a bucket
-/// URL, or nothing), it holds no file, a file has no summary (written before summaries existed,
-/// by another tool, or with too many actors), a footer cannot be read, something in `operations/`
-/// is not laid out as KubeStep writes it, or files kept vanishing while being read.
-pub fn sessions_from_footers(root: &Path) -> Option<Vec<SessionSummary>> {
-    for _ in 0..FOOTER_ATTEMPTS {
-        match summaries_by_session(&root.join("operations")) {
-            Ok(Some(by_session)) => return Some(in_time_order(by_session)).filter(|s| !s.is_empty()),
-            Ok(None) => return None,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(_) => return None,
+/// `Ok(None)` when the footers cannot answer and the rows must: no file, a file without a summary
+/// (written before summaries existed, by another tool, or with too many actors), a footer that
+/// cannot be read, something under `operations/` that is not laid out as KubeStep writes it, or
+/// files that kept vanishing while being read. In a bucket the footers are read like the rows
+/// are, never while a compaction is under way ([`crate::consistently`]).
+pub async fn sessions_from_footers(ctx: &SessionContext) -> Result<Option<Vec<SessionSummary>>, QueryError> {
+    let Some((store, url)) = operations_store(ctx).await else { return Ok(None) };
+    crate::consistency::consistently(ctx, || async {
+        for _ in 0..FOOTER_ATTEMPTS {
+            match summaries_by_session(store.as_ref(), url.prefix()).await {
+                Ok(Some(by_session)) => return Ok(Some(in_time_order(by_session)).filter(|s| !s.is_empty())),
+                Ok(None) => return Ok(None),
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the footers failed; answering from the rows");
+                    return Ok(None);
+                }
+            }
         }
-    }
-    None
+        Ok(None)
+    })
+    .await
+}
+
+/// The object store and directory of the `operations` table, if it is the listing table
+/// `open_recording` registers.
+async fn operations_store(ctx: &SessionContext) -> Option<(Arc<dyn ObjectStore>, ListingTableUrl)> {
+    let table = ctx.table_provider(crate::context::OPERATIONS_TABLE).await.ok()?;
+    let listing = table.downcast_ref::<ListingTable>()?;
+    let [url] = listing.table_paths().as_slice() else { return None };
+    let store = ctx.runtime_env().object_store(url).ok()?;
+    Some((store, url.clone()))
 }
 
 /// The merged summary of each session's files; `Ok(None)` when a file has none or the directory
-/// holds something the layout does not, `Err` when listing or reading failed.
-fn summaries_by_session(operations: &Path) -> io::Result<Option<BTreeMap<String, FileSummary>>> {
+/// holds something the layout does not.
+async fn summaries_by_session(
+    store: &dyn ObjectStore,
+    operations: &StorePath,
+) -> Result<Option<BTreeMap<String, FileSummary>>, object_store::Error> {
+    let files: Vec<ObjectMeta> = store.list(Some(operations)).try_collect().await?;
     let session_prefix = format!("{}=", columns::SESSION_ID);
     let date_prefix = format!("{}=", columns::DATE);
     let mut by_session: BTreeMap<String, FileSummary> = BTreeMap::new();
-    for session_dir in std::fs::read_dir(operations)? {
-        let session_dir = session_dir?;
-        let name = session_dir.file_name();
-        let Some(session) = name.to_str().and_then(|n| n.strip_prefix(&session_prefix)) else { return Ok(None) };
-        for date_dir in std::fs::read_dir(session_dir.path())? {
-            let date_dir = date_dir?;
-            if !date_dir.file_name().to_str().is_some_and(|n| n.starts_with(&date_prefix)) {
-                return Ok(None);
-            }
-            for file in std::fs::read_dir(date_dir.path())? {
-                let file = file?;
-                let file_name = file.file_name();
-                let Some(file_name) = file_name.to_str() else { return Ok(None) };
-                if !file_name.ends_with(".parquet") {
-                    continue; // a file being written: `.<name>.tmp`
-                }
-                if file_name.starts_with(['.', '_']) {
-                    return Ok(None);
-                }
-                let Some(summary) = footer_summary(&file.path())? else { return Ok(None) };
-                by_session.entry(session.to_owned()).or_default().merge(summary);
-            }
+    for file in files {
+        if file.location.extension() != Some("parquet") {
+            continue; // not a table file (the table reads `*.parquet`): one being written, `.<name>.tmp`
         }
+        let Some(parts) = file.location.prefix_match(operations) else { return Ok(None) };
+        let parts: Vec<String> = parts.map(|p| p.as_ref().to_owned()).collect();
+        let [session, date, name] = parts.as_slice() else { return Ok(None) };
+        let Some(session) = session.strip_prefix(&session_prefix) else { return Ok(None) };
+        if !date.starts_with(&date_prefix) || name.starts_with(['.', '_']) {
+            return Ok(None);
+        }
+        let Some(summary) = footer_summary(store, &file).await? else { return Ok(None) };
+        by_session.entry(session.to_owned()).or_default().merge(summary);
     }
     Ok(Some(by_session))
 }
 
-/// The summary in one file's footer, if it has one.
-fn footer_summary(path: &Path) -> io::Result<Option<FileSummary>> {
-    let file = std::fs::File::open(path)?;
-    let Ok(metadata) = ParquetMetaDataReader::new().parse_and_finish(&file) else { return Ok(None) };
+/// The summary in one file's footer, if it has one: the file's tail read once (twice for a footer
+/// larger than [`FOOTER_PREFETCH`]).
+async fn footer_summary(
+    store: &dyn ObjectStore,
+    file: &ObjectMeta,
+) -> Result<Option<FileSummary>, object_store::Error> {
+    const TAIL: u64 = 8; // footer length (4 bytes, little-endian) and the magic `PAR1`
+    if file.size < TAIL + 4 {
+        return Ok(None);
+    }
+    let start = file.size.saturating_sub(FOOTER_PREFETCH).max(4);
+    let mut bytes = store.get_range(&file.location, start..file.size).await?;
+    let tail = &bytes[bytes.len() - TAIL as usize..];
+    if &tail[4..] != b"PAR1" {
+        return Ok(None);
+    }
+    let footer_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    let footer_start = match file.size.checked_sub(TAIL + footer_len) {
+        Some(at) if at >= 4 => at,
+        _ => return Ok(None),
+    };
+    if footer_start < start {
+        bytes = store.get_range(&file.location, footer_start..file.size).await?;
+    }
+    let footer = &bytes[bytes.len() - (TAIL + footer_len) as usize..bytes.len() - TAIL as usize];
+    let Ok(metadata) = ParquetMetaDataReader::decode_metadata(footer) else { return Ok(None) };
     let summary = metadata
         .file_metadata()
         .key_value_metadata()

@@ -6,7 +6,7 @@ use anyhow::bail;
 use datafusion::prelude::SessionContext;
 
 use kubestep_query::TextColumns;
-use kubestep_query::sessions::{SessionSummary, sessions, sessions_from_footers};
+use kubestep_query::sessions::{SessionSummary, sessions};
 
 use crate::{DataDir, OutputFormat, block_on, open};
 
@@ -23,13 +23,10 @@ pub struct SessionsArgs {
 /// Lists the sessions, oldest first: from the files' footers when they all carry a summary,
 /// otherwise from the rows.
 pub fn run(args: SessionsArgs) -> anyhow::Result<ExitCode> {
-    let sessions = match sessions_from_footers(&args.data.data) {
-        Some(sessions) => sessions,
-        None => block_on(async {
-            let ctx = open(&args.data, TextColumns::AsViews).await?;
-            anyhow::Ok(sessions(&ctx).await?)
-        })?,
-    };
+    let sessions = block_on(async {
+        let ctx = open(&args.data, TextColumns::AsViews).await?;
+        anyhow::Ok(sessions(&ctx).await?)
+    })?;
     if !print(&sessions, args.format)? {
         bail!("no sessions in {}: the recording is empty", args.data.data.display());
     }

@@ -86,13 +86,7 @@ fn files_follow_the_hive_layout_and_are_complete_sorted_zstd_parquet() {
         assert_eq!(builder.schema().fields(), kubestep_schemas::file_schema().fields());
         let metadata = builder.metadata().clone();
         // The footer summarises the file's rows for `kubestep sessions`.
-        let summary = metadata
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|pairs| pairs.iter().find(|kv| kv.key == kubestep_schemas::summary::SUMMARY_KEY))
-            .and_then(|kv| kv.value.as_deref())
-            .and_then(kubestep_schemas::summary::FileSummary::from_footer_value)
-            .expect("a summary in the footer");
+        let summary = kubestep_schemas::summary::FileSummary::in_footer(&metadata).expect("a summary in the footer");
         assert_eq!(summary.operations, metadata.file_metadata().num_rows() as u64);
         for row_group in metadata.row_groups() {
             assert!(row_group.num_rows() <= 128 * 1024);

@@ -124,6 +124,41 @@ fn a_foreign_parquet_file_is_an_error() {
     assert!(out.contains("foreign.parquet: its schema is not the operation record's"), "{out}");
 }
 
+/// Writes `file` again with the same rows and, in its footer, `summary` under the summary key.
+fn rewrite_with_summary(file: &Path, summary: Option<String>) {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use datafusion::parquet::file::metadata::KeyValue;
+    use datafusion::parquet::file::properties::WriterProperties;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(file).unwrap()).unwrap();
+    let schema = Arc::new(reader.schema().as_ref().clone().with_metadata(Default::default()));
+    let batches: Vec<RecordBatch> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();
+    let metadata = summary.map(|s| vec![KeyValue::new(kubestep_schemas::summary::SUMMARY_KEY.to_owned(), s)]);
+    let props = WriterProperties::builder().set_key_value_metadata(metadata).build();
+    let mut writer = ArrowWriter::try_new(std::fs::File::create(file).unwrap(), schema, Some(props)).unwrap();
+    for batch in &batches {
+        writer.write(batch).unwrap();
+    }
+    writer.close().unwrap();
+}
+
+#[test]
+fn a_footer_summary_unlike_the_rows_is_an_error_and_a_missing_one_a_notice() {
+    let (_tmp, data) = recording(2);
+    let files = parquet_files(&data);
+    rewrite_with_summary(&files[0], None);
+    let (code, out) = verify(&data);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 file(s) have no summary of their rows in the footer"), "{out}");
+
+    let wrong = kubestep_schemas::summary::FileSummary { operations: 31, ..Default::default() };
+    rewrite_with_summary(&files[1], Some(wrong.to_footer_value()));
+    let (code, out) = verify(&data);
+    assert_eq!(code, Some(1), "{out}");
+    let name = files[1].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(out.lines().any(|l| l.contains(&name) && l.contains("says 31 operations")), "{out}");
+    assert!(out.contains("its rows hold 30 operations"), "{out}");
+}
+
 #[test]
 fn a_crash_leaves_notices_and_damaged_wal_history_is_an_error() {
     let (_tmp, data) = recording(1);

@@ -3,7 +3,8 @@
 //! It reads everything and changes nothing: every Parquet file is decoded in full (a damaged page
 //! anywhere is found), its schema compared with the operation record's, its place checked against
 //! the hive layout and its rows against their partition's date; every event's de-duplication key is
-//! compared across files (one date at a time, since a key includes its event's time); the WAL's
+//! compared across files (one date at a time, since a key includes its event's time); the summary
+//! in its footer compared with what its rows hold (`kubestep sessions` trusts it); the WAL's
 //! segments are parsed as recovery would parse them; leftovers of interrupted writes and
 //! compactions are listed.
 //!
@@ -25,6 +26,7 @@ use datafusion::parquet::file::reader::ChunkReader;
 use futures::TryStreamExt;
 use kubestep_schemas::location::{RecordingLocation, RemoteRecording, store_error_line};
 use kubestep_schemas::schema::{columns, file_schema};
+use kubestep_schemas::summary::{FileSummary, SUMMARY_KEY};
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Serialize;
 
@@ -69,6 +71,9 @@ pub struct VerifyReport {
     pub wal_segments: usize,
     /// Complete WAL entries.
     pub wal_entries: u64,
+    /// Files read whose footer has no summary of the rows (written by another tool or before
+    /// summaries existed): `kubestep sessions` then reads every row.
+    pub files_without_summary: usize,
     /// Everything wrong, in the order found.
     pub findings: Vec<Finding>,
 }
@@ -181,6 +186,7 @@ fn verify_directory(root: &Path) -> Result<VerifyReport, VerifyError> {
     for (date, files) in &by_date {
         check_date(date, files, None, &mut report);
     }
+    note_files_without_summary(&operations, &mut report);
     check_compaction(root, &mut report)?;
     check_wal(&layout.wal_dir(), &mut report);
     Ok(report)
@@ -246,6 +252,7 @@ fn verify_remote(remote: &RemoteRecording) -> Result<VerifyReport, VerifyError> 
     for (date, files) in &by_date {
         check_date(date, files, Some(&fetcher), &mut report);
     }
+    note_files_without_summary(Path::new(&remote.url_of("operations")), &mut report);
     Ok(report)
 }
 
@@ -310,6 +317,16 @@ fn check_date(date: &str, files: &[StoredFile], fetcher: Option<&Fetcher>, repor
         }
         report.files += 1;
         report.rows += checked.rows;
+        match checked.summary {
+            SummaryCheck::Agrees => {}
+            SummaryCheck::Missing => report.files_without_summary += 1,
+            SummaryCheck::Differs { stored, rows } => report.error(
+                path,
+                format!("its footer summary ({SUMMARY_KEY}) says {stored}, but its rows hold {rows}"),
+                "`kubestep sessions` reports the footer's figures: move the file out and re-import its events \
+                 (`kubestep import`), or rewrite it without the summary",
+            ),
+        }
         if checked.wrong_date > 0 {
             report.error(
                 path,
@@ -362,6 +379,47 @@ struct FileCheck {
     wrong_date: u64,
     /// Why reading stopped before the end, if it did.
     failure: Option<String>,
+    /// Whether the footer's summary says what the rows say.
+    summary: SummaryCheck,
+}
+
+/// The footer summary of a file against its rows.
+enum SummaryCheck {
+    /// The same figures.
+    Agrees,
+    /// No summary (or one of another version, which readers ignore alike).
+    Missing,
+    /// Different figures: what each says.
+    Differs { stored: String, rows: String },
+}
+
+/// One notice for all the files without a summary: nothing is wrong with them, but `sessions`
+/// reads every row while any is there.
+fn note_files_without_summary(operations: &Path, report: &mut VerifyReport) {
+    if report.files_without_summary > 0 {
+        let files = report.files_without_summary;
+        report.notice(
+            operations,
+            format!(
+                "{files} file(s) have no summary of their rows in the footer (written by another tool or an older \
+                 KubeStep): `kubestep sessions` reads every row instead of the footers"
+            ),
+            "nothing is lost; `kubestep compact` gives the files it merges a summary",
+        );
+    }
+}
+
+/// A summary's figures, for a message.
+fn describe(summary: &FileSummary) -> String {
+    format!(
+        "{} operations, {} writes, {} errors, {} actors, received from {:?} to {:?} (us)",
+        summary.operations,
+        summary.writes,
+        summary.errors,
+        summary.actors.len(),
+        summary.first_received_at,
+        summary.last_completed_at
+    )
 }
 
 /// Reads one file (the `index`th of its date) in full, adding its keys to `keys`.
@@ -376,8 +434,11 @@ fn check_file<R: ChunkReader + 'static>(
     if let Some(difference) = schema_difference(builder.schema(), &file_schema()) {
         return Err(FileProblem::Schema(difference));
     }
+    let stored = FileSummary::in_footer(builder.metadata());
     let reader = builder.with_batch_size(8192).build().map_err(|e| FileProblem::Unreadable(e.to_string()))?;
-    let mut checked = FileCheck { rows: 0, wrong_date: 0, failure: None };
+    let mut checked = FileCheck { rows: 0, wrong_date: 0, failure: None, summary: SummaryCheck::Missing };
+    // What the rows say; `None` once they hold more actor ids than a summary may list.
+    let mut from_rows = Some(FileSummary::default());
     for batch in reader {
         let batch = match batch {
             Ok(b) => b,
@@ -404,6 +465,30 @@ fn check_file<R: ChunkReader + 'static>(
             checked.failure = Some(e);
             break;
         }
+        if stored.is_some()
+            && let Some(summary) = from_rows.as_mut()
+        {
+            match FileSummary::of_batches(std::slice::from_ref(&batch)) {
+                Ok(Some(batch_summary)) => summary.merge(batch_summary),
+                Ok(None) => from_rows = None,
+                Err(e) => {
+                    checked.failure = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(stored) = stored
+        && checked.failure.is_none()
+    {
+        checked.summary = match from_rows {
+            Some(rows) if rows == stored => SummaryCheck::Agrees,
+            Some(rows) => SummaryCheck::Differs { stored: describe(&stored), rows: describe(&rows) },
+            None => SummaryCheck::Differs {
+                stored: describe(&stored),
+                rows: "more distinct actor ids than a summary may list".to_owned(),
+            },
+        };
     }
     Ok(checked)
 }

@@ -14,7 +14,7 @@ use datafusion::parquet::file::metadata::ParquetMetaDataReader;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use kubestep_schemas::schema::columns;
-use kubestep_schemas::summary::{FileSummary, SUMMARY_KEY};
+use kubestep_schemas::summary::FileSummary;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use serde::Serialize;
@@ -196,13 +196,7 @@ async fn footer_summary(
     }
     let footer = &bytes[bytes.len() - (TAIL + footer_len) as usize..bytes.len() - TAIL as usize];
     let Ok(metadata) = ParquetMetaDataReader::decode_metadata(footer) else { return Ok(None) };
-    let summary = metadata
-        .file_metadata()
-        .key_value_metadata()
-        .and_then(|pairs| pairs.iter().find(|kv| kv.key == SUMMARY_KEY))
-        .and_then(|kv| kv.value.as_deref())
-        .and_then(FileSummary::from_footer_value);
-    Ok(summary)
+    Ok(FileSummary::in_footer(&metadata))
 }
 
 /// The sessions with rows, ordered as `sql/sessions.sql` orders them: by first time, then name.

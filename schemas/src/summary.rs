@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Int32Type, TimestampMicrosecondType};
+use datafusion::parquet::file::metadata::ParquetMetaData;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::columns;
@@ -147,6 +148,16 @@ impl FileSummary {
     /// The summary in a footer value, if it is one of [`SUMMARY_VERSION`].
     pub fn from_footer_value(value: &str) -> Option<Self> {
         serde_json::from_str::<Self>(value).ok().filter(|s| s.version == SUMMARY_VERSION)
+    }
+
+    /// The summary in a file's footer, if it has one of [`SUMMARY_VERSION`].
+    pub fn in_footer(metadata: &ParquetMetaData) -> Option<Self> {
+        metadata
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|pairs| pairs.iter().find(|kv| kv.key == SUMMARY_KEY))
+            .and_then(|kv| kv.value.as_deref())
+            .and_then(Self::from_footer_value)
     }
 }
 

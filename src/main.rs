@@ -106,6 +106,18 @@ enum Command {
     Demo(commands::demo::DemoArgs),
 }
 
+/// A command whose output reader has gone (`kubestep sql ... | head`) ends at once and quietly, as
+/// Unix tools do, instead of panicking in `println!` on the broken pipe: SIGPIPE gets its default
+/// action back (Rust's runtime ignores it). Not for `serve` and `demo`, which run the service;
+/// sockets are written with `MSG_NOSIGNAL` anyway, so a client that leaves never signals.
+fn end_quietly_when_the_reader_goes() {
+    // SAFETY: called once on the main thread before any other thread exists or any output is
+    // written; restoring a signal's default action has no other effect on the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A service says what it does; a command-line tool speaks only when something is wrong.
@@ -132,6 +144,9 @@ fn main() -> ExitCode {
     }
     if matches!(cli.command, Command::Import(_)) {
         allocator::keep_freed_memory_for_reuse();
+    }
+    if !matches!(cli.command, Command::Serve(_) | Command::Demo(_)) {
+        end_quietly_when_the_reader_goes();
     }
     let result = match cli.command {
         Command::Import(args) => commands::import::run(args),

@@ -509,3 +509,27 @@ fn ingest_runs_on_the_c_librarys_allocator_and_queries_on_mimalloc() {
     assert_eq!(allocator(&["sessions", "-d", &d]), "mimalloc");
     assert_eq!(allocator(&["sql", "-d", &d, "SELECT 1"]), "mimalloc");
 }
+
+#[test]
+fn output_cut_short_by_its_reader_ends_the_command_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let (_tmp, data) = seed_samples();
+    let d = data.display().to_string();
+    // Far more output than a pipe holds; the reader takes a little and goes, like `| head`.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kubestep"))
+        .args(["sql", "-d", &d, "SELECT value FROM generate_series(1, 2000000)"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting kubestep");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 1024];
+    stdout.read_exact(&mut first).expect("the table starts");
+    drop(stdout);
+    let mut stderr = String::new();
+    child.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("stderr");
+    let status = child.wait().expect("waiting");
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

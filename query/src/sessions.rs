@@ -12,7 +12,7 @@ use std::sync::Arc;
 use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::parquet::file::metadata::ParquetMetaDataReader;
 use datafusion::prelude::SessionContext;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kubestep_schemas::schema::columns;
 use kubestep_schemas::summary::FileSummary;
 use object_store::path::Path as StorePath;
@@ -116,9 +116,10 @@ const FOOTER_PREFETCH: u64 = 64 * 1024;
 /// are, never while a compaction is under way ([`crate::consistently`]).
 pub async fn sessions_from_footers(ctx: &SessionContext) -> Result<Option<Vec<SessionSummary>>, QueryError> {
     let Some((store, url)) = operations_store(ctx).await else { return Ok(None) };
+    let concurrency = ctx.state().config_options().execution.meta_fetch_concurrency.get();
     crate::consistency::consistently(ctx, || async {
         for _ in 0..FOOTER_ATTEMPTS {
-            match summaries_by_session(store.as_ref(), url.prefix()).await {
+            match summaries_by_session(store.as_ref(), url.prefix(), concurrency).await {
                 Ok(Some(by_session)) => return Ok(Some(in_time_order(by_session)).filter(|s| !s.is_empty())),
                 Ok(None) => return Ok(None),
                 Err(object_store::Error::NotFound { .. }) => continue,
@@ -143,17 +144,18 @@ async fn operations_store(ctx: &SessionContext) -> Option<(Arc<dyn ObjectStore>,
     Some((store, url.clone()))
 }
 
-/// The merged summary of each session's files; `Ok(None)` when a file has none or the directory
-/// holds something the layout does not.
+/// The merged summary of each session's files, their footers read `concurrency` at a time;
+/// `Ok(None)` when a file has none or the directory holds something the layout does not.
 async fn summaries_by_session(
     store: &dyn ObjectStore,
     operations: &StorePath,
+    concurrency: usize,
 ) -> Result<Option<BTreeMap<String, FileSummary>>, object_store::Error> {
-    let files: Vec<ObjectMeta> = store.list(Some(operations)).try_collect().await?;
+    let listed: Vec<ObjectMeta> = store.list(Some(operations)).try_collect().await?;
     let session_prefix = format!("{}=", columns::SESSION_ID);
     let date_prefix = format!("{}=", columns::DATE);
-    let mut by_session: BTreeMap<String, FileSummary> = BTreeMap::new();
-    for file in files {
+    let mut files: Vec<(String, ObjectMeta)> = Vec::with_capacity(listed.len());
+    for file in listed {
         if file.location.extension() != Some("parquet") {
             continue; // not a table file (the table reads `*.parquet`): one being written, `.<name>.tmp`
         }
@@ -164,8 +166,22 @@ async fn summaries_by_session(
         if !date.starts_with(&date_prefix) || name.starts_with(['.', '_']) {
             return Ok(None);
         }
-        let Some(summary) = footer_summary(store, &file).await? else { return Ok(None) };
-        by_session.entry(session.to_owned()).or_default().merge(summary);
+        files.push((session.to_owned(), file));
+    }
+    // One range read per file: in a bucket, a recording of many small files is read as DataFusion
+    // reads footers, many requests in flight.
+    let summaries: Vec<(String, Option<FileSummary>)> =
+        futures::stream::iter(files)
+            .map(|(session, file)| async move {
+                Ok::<_, object_store::Error>((session, footer_summary(store, &file).await?))
+            })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect()
+            .await?;
+    let mut by_session: BTreeMap<String, FileSummary> = BTreeMap::new();
+    for (session, summary) in summaries {
+        let Some(summary) = summary else { return Ok(None) };
+        by_session.entry(session).or_default().merge(summary);
     }
     Ok(Some(by_session))
 }

@@ -253,11 +253,18 @@ pub async fn open_recording_with(
         config = config.with_extension(crate::consistency::watch(remote));
     }
     // `count(DISTINCT x)` beside `count(*)` groups by `x` instead of keeping a set per group.
+    // The first N rows per verb (or actor, ...) are kept in heaps instead of sorting every row: in
+    // this process only, since a Ballista scheduler plans the physical side with its own rules.
+    let physical_rules = match engine.scheduler_url() {
+        None => crate::top_rows_per_group::physical_optimizer_rules(),
+        Some(_) => datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules,
+    };
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
         .with_optimizer_rules(crate::distinct_counts::optimizer_rules())
+        .with_physical_optimizer_rules(physical_rules)
         .build();
     let ctx = match engine.scheduler_url() {
         None => SessionContext::new_with_state(state),

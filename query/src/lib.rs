@@ -7,6 +7,8 @@
 //!
 //! - [`context`]: the table, `run_sql` (re-plans when compaction swapped a file away);
 //! - [`distinct_counts`]: an optimizer rule so `count(DISTINCT x)` beside `count(*)` groups by `x`;
+//! - [`top_rows_per_group`]: a physical optimizer rule so "the N slowest calls per verb" keeps N
+//!   rows per verb in a heap instead of sorting every row;
 //! - [`consistency`]: one consistent set of files from a bucket while `kubestep compact` runs there;
 //! - [`engine`]: where the SQL runs, here or on a Ballista cluster (`--engine ballista://...`);
 //! - [`views`]: `indexed_operations`, `writes`, `object_versions` and the behaviour views (SQL in
@@ -35,6 +37,7 @@ pub mod replay;
 pub mod report;
 mod sections;
 pub mod sessions;
+pub mod top_rows_per_group;
 mod values;
 pub mod views;
 

@@ -153,3 +153,30 @@ fn a_missing_recording_is_a_one_line_error_and_creates_nothing() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(!missing.exists());
 }
+
+#[test]
+fn a_full_sort_of_text_read_as_views_holds_compacted_batches() {
+    let dir = imported_samples();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let root = dir.path();
+    let plan = |text, sql: &'static str| {
+        runtime.block_on(async move {
+            let ctx = kubestep_query::open_recording_with(root, &kubestep_query::Engine::Local, text)
+                .await
+                .expect("opening the recording");
+            let batches =
+                ctx.sql(&format!("EXPLAIN {sql}")).await.expect("planning").collect().await.expect("explaining");
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches).expect("format").to_string()
+        })
+    };
+    let full_sort = "SELECT name, kind, actor_id FROM operations ORDER BY name, duration_ms";
+    let top = "SELECT name, kind, actor_id FROM operations ORDER BY name, duration_ms LIMIT 3";
+    let compacts = |text, sql| plan(text, sql).contains("CoalesceBatchesExec");
+    assert!(
+        compacts(kubestep_query::TextColumns::AsViews, full_sort),
+        "{}",
+        plan(kubestep_query::TextColumns::AsViews, full_sort)
+    );
+    assert!(!compacts(kubestep_query::TextColumns::AsViews, top), "a top K holds a few rows");
+    assert!(!compacts(kubestep_query::TextColumns::AsDocumented, full_sort), "no views, nothing to compact");
+}

@@ -12,6 +12,8 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col};
 use datafusion::scalar::ScalarValue;
 use kubestep_schemas::schema::columns;
@@ -19,8 +21,10 @@ use kubestep_schemas::{file_schema, partition_fields};
 
 use kubestep_schemas::location::{RecordingLocation, RemoteRecording};
 
+use crate::compact_views::ViewsCompactedBeforeSorts;
 use crate::consistency::consistently;
 use crate::engine::{Engine, EngineError};
+use crate::top_rows_per_group::{self, TopRowsPerGroup};
 
 /// The name of the table of operations.
 pub const OPERATIONS_TABLE: &str = "operations";
@@ -253,11 +257,12 @@ pub async fn open_recording_with(
         config = config.with_extension(crate::consistency::watch(remote));
     }
     // `count(DISTINCT x)` beside `count(*)` groups by `x` instead of keeping a set per group.
-    // The first N rows per verb (or actor, ...) are kept in heaps instead of sorting every row: in
-    // this process only, since a Ballista scheduler plans the physical side with its own rules.
+    // The first N rows per verb (or actor, ...) are kept in heaps instead of sorting every row.
+    // Text read as views is compacted before a full sort holds it. Both in this process only, since
+    // a Ballista scheduler plans the physical side with its own rules.
     let physical_rules = match engine.scheduler_url() {
-        None => crate::top_rows_per_group::physical_optimizer_rules(),
-        Some(_) => datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules,
+        None => local_physical_rules(),
+        Some(_) => PhysicalOptimizer::new().rules,
     };
     let state = SessionStateBuilder::new()
         .with_config(config)
@@ -298,6 +303,19 @@ pub async fn open_recording_with(
     ctx.register_table(OPERATIONS_TABLE, Arc::new(table))?;
     crate::views::register(&ctx)?;
     Ok(ctx)
+}
+
+/// DataFusion's physical optimizer rules with ours: [`TopRowsPerGroup`] right after DataFusion's
+/// switched-off rule for the same shape (first, should a release rename it: it must run before the
+/// rules that place repartitions and sorts), and [`ViewsCompactedBeforeSorts`] after every rule
+/// that places a sort, just before the final sanity check.
+fn local_physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = PhysicalOptimizer::new().rules;
+    let at = rules.iter().position(|rule| rule.name() == top_rows_per_group::AFTER_RULE).map_or(0, |at| at + 1);
+    rules.insert(at, Arc::new(TopRowsPerGroup));
+    let at = rules.iter().position(|rule| rule.name() == "SanityCheckPlan").unwrap_or(rules.len());
+    rules.insert(at, Arc::new(ViewsCompactedBeforeSorts));
+    rules
 }
 
 /// The text columns [`TextColumns::AsViews`] reads as `Utf8View`: who did what to which kind of

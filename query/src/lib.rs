@@ -9,6 +9,8 @@
 //! - [`distinct_counts`]: an optimizer rule so `count(DISTINCT x)` beside `count(*)` groups by `x`;
 //! - [`top_rows_per_group`]: a physical optimizer rule so "the N slowest calls per verb" keeps N
 //!   rows per verb in a heap instead of sorting every row;
+//! - [`compact_views`]: a physical optimizer rule so a full sort of text read as views holds compact
+//!   copies, not the Parquet pages the views point into;
 //! - [`consistency`]: one consistent set of files from a bucket while `kubestep compact` runs there;
 //! - [`engine`]: where the SQL runs, here or on a Ballista cluster (`--engine ballista://...`);
 //! - [`views`]: `indexed_operations`, `writes`, `object_versions` and the behaviour views (SQL in
@@ -27,6 +29,7 @@
 pub mod analyze;
 pub mod behaviour;
 pub mod causality;
+pub mod compact_views;
 pub mod consistency;
 pub mod context;
 pub mod diff;

@@ -42,7 +42,6 @@ use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_expr::window::{StandardWindowExpr, WindowExpr};
 use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::filter::FilterExec;
@@ -79,20 +78,11 @@ pub const GROUPING_VOCABULARY: &[&str] = &[
 
 /// The name of DataFusion's (switched off) rule for the same shape; ours runs right after it, before
 /// the rules that place repartitions and sorts, so they fit the plan around the new operator.
-const DATAFUSION_RULE: &str = "WindowTopN";
+pub const AFTER_RULE: &str = "WindowTopN";
 
 /// The physical optimizer rule: see the module documentation.
 #[derive(Debug, Default)]
 pub struct TopRowsPerGroup;
-
-/// DataFusion's default physical optimizer rules with [`TopRowsPerGroup`] after `WindowTopN` (or
-/// first, should a release rename that rule: it must only run before the distribution and sort rules).
-pub fn physical_optimizer_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-    let mut rules = PhysicalOptimizer::new().rules;
-    let at = rules.iter().position(|rule| rule.name() == DATAFUSION_RULE).map_or(0, |at| at + 1);
-    rules.insert(at, Arc::new(TopRowsPerGroup));
-    rules
-}
 
 impl PhysicalOptimizerRule for TopRowsPerGroup {
     fn optimize(&self, plan: Arc<dyn ExecutionPlan>, _config: &ConfigOptions) -> Result<Arc<dyn ExecutionPlan>> {

@@ -191,7 +191,7 @@ async fn run_one(ctx: &SessionContext, query: &str, format: SqlFormat) -> anyhow
 /// Runs the query, or a prompt when there is none.
 pub fn run(args: SqlArgs) -> anyhow::Result<ExitCode> {
     block_on(async {
-        let ctx = open_on(&args.data, &args.engine, TextColumns::AsDocumented).await?;
+        let ctx = open_on(&args.data, &args.engine, TextColumns::AsViews).await?;
         if let Some(query) = &args.query {
             run_one(&ctx, query, args.format).await?;
             return Ok(ExitCode::SUCCESS);

@@ -157,6 +157,11 @@ fn the_seed_samples_give_the_seed_results() {
     assert_eq!(errors["errors"]["by_type"], json!({"GET": 3}));
     assert_eq!(errors["errors"]["first"]["sequence_number"], 1);
     assert_eq!(errors["errors"]["last"]["sequence_number"], 9);
+    // Each end is the operation at that place: failures 0, 4 and 8 read config-0, -4 and -8.
+    assert_eq!(errors["errors"]["first"]["index"], 0);
+    assert_eq!(errors["errors"]["first"]["resource"], "ConfigMap/default/config-0");
+    assert_eq!(errors["errors"]["last"]["index"], 8);
+    assert_eq!(errors["errors"]["last"]["resource"], "ConfigMap/default/config-8");
     assert_eq!(errors["errors"]["by_status"][0]["status_code"], 404);
     assert_eq!(errors["errors"]["by_status"][0]["reason"], "NotFound");
 

@@ -1,17 +1,20 @@
--- The first and the last failed operation of session $1 (one row when there is a single failure).
--- Both ends come from one pass over the failures.
-WITH failed AS (
-    SELECT "index", sequence_number, operation_type, kind, namespace, name, status_code, error, actor_id
-    FROM indexed_operations
+-- The first and the last failed operation of session $1 in session order (`end` says which; the
+-- same operation twice when there is a single failure).
+-- The session is not numbered here: each end is a top-1 in the files' own order, and its `index`
+-- is the smallest `first_index` (the largest `last_index`) of `errors_by_status.sql`, which counts
+-- the same failures.
+(
+    SELECT 'first' AS "end", operation_type, kind, namespace, name, status_code, error, actor_id
+    FROM operations
     WHERE session_id = $1 AND error IS NOT NULL
-),
-ranked AS (
-    SELECT *,
-           row_number() OVER (ORDER BY "index") AS from_first,
-           row_number() OVER (ORDER BY "index" DESC) AS from_last
-    FROM failed
+    ORDER BY received_at, audit_id, stage
+    LIMIT 1
 )
-SELECT "index", sequence_number, operation_type, kind, namespace, name, status_code, error, actor_id
-FROM ranked
-WHERE from_first = 1 OR from_last = 1
-ORDER BY "index"
+UNION ALL
+(
+    SELECT 'last' AS "end", operation_type, kind, namespace, name, status_code, error, actor_id
+    FROM operations
+    WHERE session_id = $1 AND error IS NOT NULL
+    ORDER BY received_at DESC, audit_id DESC, stage DESC
+    LIMIT 1
+)

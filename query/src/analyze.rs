@@ -401,19 +401,22 @@ async fn errors(ctx: &SessionContext, session: &str) -> Result<ErrorReport, Quer
             report.by_actor.push(ActorCount { actor_id: actor.text(row), count: count.get(row).unwrap_or(0) as u64 });
         }
     }
-    let mut extremes = Vec::new();
+    // The ends of the failures carry the indexes `errors_by_status` found for them.
+    let first_index = report.by_status.iter().map(|s| s.first_index).min();
+    let last_index = report.by_status.iter().map(|s| s.last_index).max();
     for batch in collect(ctx, ERROR_EXTREMES_SQL, id()).await? {
-        let index = Ints::of(&batch, "index")?;
-        let seq = Ints::of(&batch, "sequence_number")?;
+        let end = Strings::of(&batch, "end")?;
         let op = Strings::of(&batch, "operation_type")?;
         let (kind, ns, name) =
             (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
         let (code, message, actor) =
             (Ints::of(&batch, "status_code")?, Strings::of(&batch, "error")?, Strings::of(&batch, "actor_id")?);
         for row in 0..batch.num_rows() {
-            extremes.push(FailedOperation {
-                index: index.get(row).unwrap_or(0) as u64,
-                sequence_number: seq.get(row).unwrap_or(0) as u64,
+            let is_first = end.get(row) == Some("first");
+            let Some(index) = (if is_first { first_index } else { last_index }) else { continue };
+            let failed = FailedOperation {
+                index,
+                sequence_number: index + 1,
                 operation_type: op.text(row),
                 resource: resource_label(
                     kind.get(row).unwrap_or(""),
@@ -423,11 +426,13 @@ async fn errors(ctx: &SessionContext, session: &str) -> Result<ErrorReport, Quer
                 status_code: code.get(row).unwrap_or(0),
                 message: message.text(row),
                 actor_id: actor.text(row),
-            });
+            };
+            if is_first {
+                report.first = Some(failed);
+            } else {
+                report.last = Some(failed);
+            }
         }
     }
-    extremes.sort_by_key(|e| e.index);
-    report.first = extremes.first().cloned();
-    report.last = extremes.last().cloned();
     Ok(report)
 }

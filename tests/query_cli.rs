@@ -232,6 +232,13 @@ fn loops_of_every_period_are_found_once() {
                 .collect()
         })
     };
+    // Watches stay out of the sequence but keep their place in the session's numbering.
+    let watch = event("w000", "watch", "pods", "default", "", 0, 10, 200, None, None);
+    let watched_get =
+        |i: u64| event(&format!("w{i:03}"), "get", "pods", "default", "same", i * 100, 10, 200, None, None);
+    let after_watch: Vec<String> = std::iter::once(watch).chain((1..=30).map(watched_get)).collect();
+    record(&data, "watched", &after_watch);
+    assert_eq!(loops("watched", "10"), [(1, 30, 30)]);
     assert_eq!(loops("thirty", "10"), [(0, 29, 30)]);
     assert_eq!(loops("pairs", "2"), [(0, 5, 3)]);
     assert_eq!(loops("cycle", "10"), [(0, 14, 5)]);
@@ -276,6 +283,48 @@ fn configmap(rv: u64, value: &str, replicas: u64) -> Value {
            "metadata": {"name": "cfg", "namespace": "ns", "uid": "uid-cfg", "resourceVersion": rv.to_string(),
                         "managedFields": [{"manager": format!("m{rv}")}]},
            "data": {"mode": value, "replicas": replicas.to_string()}})
+}
+
+#[test]
+fn a_conflict_storm_recovered_only_when_a_write_went_through_after_its_last_conflict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let written = |name: &str, rv: u64| {
+        json!({"kind": "ConfigMap", "apiVersion": "v1",
+               "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                            "resourceVersion": rv.to_string()},
+               "data": {"rv": rv.to_string()}})
+    };
+    let write = |id: &str, name: &str, t_ms: u64, rv: u64| {
+        event(id, "update", "configmaps", "ns", name, t_ms, 5, 200, None, Some(written(name, rv)))
+    };
+    let conflict = |id: &str, name: &str, t_ms: u64| {
+        event(id, "update", "configmaps", "ns", name, t_ms, 5, 409, Some("the object has been modified"), None)
+    };
+    let mut events = Vec::new();
+    for (name, rv) in [("later", 10), ("earlier", 20), ("same-time-after", 30), ("same-time-before", 40)] {
+        events.push(write(&format!("{name}-a"), name, 0, rv));
+        for i in 1..=3 {
+            events.push(conflict(&format!("{name}-c{i}"), name, 1000 * i));
+        }
+    }
+    events.push(write("later-w", "later", 5000, 11));
+    // Received in the same microsecond as the last conflict: the audit ID orders them.
+    events.push(write("same-time-after-w", "same-time-after", 3000, 31));
+    events.push(write("same-time-before-a0", "same-time-before", 3000, 41));
+    record(&data, "storms", &events);
+
+    let report = analyze_json(&data, "storms", &["--conflicts"]);
+    let storms = report["conflicts"].as_array().unwrap_or_else(|| panic!("{report}"));
+    let recovered = |name: &str| -> bool {
+        let storm = storms.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name}: {report}"));
+        assert_eq!(storm["conflicts"], 3, "{storm}");
+        storm["recovered"].as_bool().unwrap()
+    };
+    assert!(recovered("later"));
+    assert!(!recovered("earlier"));
+    assert!(recovered("same-time-after"));
+    assert!(!recovered("same-time-before"));
 }
 
 #[test]

@@ -3,22 +3,24 @@
 -- produced: the input of hot-loop classification and fight detection, which compare each version
 -- of an object with the one before it. One statement for every candidate object, so the session is
 -- read once however many candidates there are; the session order is asked for the way the files
--- are sorted, so the rows stream instead of being sorted (and held) first.
+-- are sorted, so the rows stream instead of being sorted (and held) first. It reads `operations`,
+-- not `indexed_operations`: nothing here needs a write's position, and numbering the session would
+-- decode every column of every operation before the filter could drop the reads.
 WITH wanted AS (
     SELECT DISTINCT unnest(string_to_array($2, chr(10))) AS object_key
 ),
 written AS (
     SELECT concat(kind, '/', coalesce(namespace, ''), '/', name) AS object_key,
            session_id, received_at, audit_id, stage,
-           "index", actor_id, verb, subresource, generation, resource_version, response_object
-    FROM indexed_operations
+           actor_id, verb, subresource, generation, resource_version, response_object
+    FROM operations
     WHERE session_id = $1
       AND verb IN ('create', 'update', 'patch')
       AND error IS NULL
       AND NOT coalesce(dry_run, false)
 )
 -- The short list of keys is the build side of the join: the writes are probed in their order.
-SELECT object_key, "index", received_at, actor_id, verb, subresource, generation, resource_version, response_object
+SELECT object_key, received_at, actor_id, verb, subresource, generation, resource_version, response_object
 FROM wanted
 JOIN written USING (object_key)
 ORDER BY session_id, received_at, audit_id, stage

@@ -17,7 +17,7 @@ use crate::behaviour::{self, BehaviourOptions, ConflictStorm, Fight, HotLoop, Re
 use crate::context::{collect, frame};
 use crate::loops::{Loop, LoopDetector};
 use crate::sections::Sections;
-use crate::values::{Floats, Ints, Micros, Strings, format_time};
+use crate::values::{Bools, Floats, Ints, Micros, Strings, format_time};
 
 const SLOW_SQL: &str = include_str!("../sql/slow_operations.sql");
 const ERRORS_BY_TYPE_SQL: &str = include_str!("../sql/errors_by_type.sql");
@@ -343,15 +343,22 @@ async fn slow_operations(
 pub async fn detect_loops(ctx: &SessionContext, session: &str, window: usize) -> Result<Vec<Loop>, QueryError> {
     let mut detector = LoopDetector::new(window);
     let mut stream = frame(ctx, LOOP_SIGNATURES_SQL, vec![ScalarValue::from(session)]).await?.execute_stream().await?;
+    // The statement streams every operation in session order: a step's index is its position.
+    let mut index: u64 = 0;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let index = Ints::of(&batch, "index")?;
+        let in_sequence = Bools::of(&batch, "in_sequence")?;
         let op = Strings::of(&batch, "operation_type")?;
         let (kind, ns, name) =
             (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
         for row in 0..batch.num_rows() {
+            let position = index;
+            index += 1;
+            if in_sequence.get(row) != Some(true) {
+                continue;
+            }
             detector.push(
-                index.get(row).unwrap_or(0).max(0) as u64,
+                position,
                 op.get(row).unwrap_or(""),
                 kind.get(row).unwrap_or(""),
                 ns.get(row).unwrap_or(""),

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::StreamExt;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use serde::Serialize;
@@ -268,8 +269,17 @@ pub async fn hot_loops_and_fights(
     want_hot_loops: bool,
     want_fights: bool,
 ) -> Result<(Option<Vec<HotLoop>>, Option<Vec<Fight>>), QueryError> {
+    // The two views are independent: the fights' runs beside the hot loops' (a task of its own,
+    // so each statement keeps a core busy).
+    let candidates = want_fights.then(|| {
+        let (ctx, session, o) = (ctx.clone(), session.to_owned(), o.clone());
+        crate::sections::beside(async move { fight_candidates(&ctx, &session, &o).await })
+    });
     let mut loops = if want_hot_loops { hot_loop_rows(ctx, session, o).await? } else { Vec::new() };
-    let candidates = if want_fights { fight_candidates(ctx, session, o).await? } else { Vec::new() };
+    let candidates = match candidates {
+        Some(candidates) => candidates.result().await?,
+        None => Vec::new(),
+    };
 
     let mut loops_by_object: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, hot) in loops.iter().enumerate() {
@@ -543,24 +553,25 @@ pub async fn conflict_storms(
         return Ok(storms);
     }
     let history = object_history(ctx, session, &keys).await?;
-    let mut conflicts: HashMap<String, Vec<(String, i64, Option<String>)>> = HashMap::new();
+    let mut conflicts: HashMap<String, Vec<Attempt>> = HashMap::new();
     for batch in collect(ctx, OBJECT_CONFLICTS_SQL, object_params(session, &keys)).await? {
         let (key, actor) = (Strings::of(&batch, "object_key")?, Strings::of(&batch, "actor_id")?);
-        let (received, base) = (Micros::of(&batch, "received_at")?, Strings::of(&batch, "base_resource_version")?);
+        let (place, base) = (Places::of(&batch)?, Strings::of(&batch, "base_resource_version")?);
         for row in 0..batch.num_rows() {
-            conflicts.entry(key.text(row)).or_default().push((
-                actor.text(row),
-                received.get(row).unwrap_or(0),
-                base.owned(row),
-            ));
+            conflicts.entry(key.text(row)).or_default().push(Attempt {
+                actor: actor.text(row),
+                place: place.at(row),
+                sent: base.owned(row),
+            });
         }
     }
     for storm in &mut storms {
         let key = object_key(&storm.kind, &storm.namespace, &storm.name);
         let versions = history.get(&key).map_or(&[][..], Vec::as_slice);
         let attempts = conflicts.get(&key).map_or(&[][..], Vec::as_slice);
-        for (_, at, sent) in attempts.iter().filter(|(actor, ..)| *actor == storm.actor_id) {
-            let (at, Some(sent)) = (*at, sent) else { continue };
+        let own = || attempts.iter().filter(|a| a.actor == storm.actor_id);
+        for attempt in own() {
+            let (at, Some(sent)) = (attempt.place.received_at, &attempt.sent) else { continue };
             // The version sent, then every version produced after it and before this attempt.
             let Some(position) = versions.iter().rposition(|v| &v.resource_version == sent && v.completed_at < at)
             else {
@@ -573,14 +584,59 @@ pub async fn conflict_storms(
                     storm.max_ms_since_replaced.max(((at - replaced.completed_at) / 1000).max(0) as u64);
             }
         }
-        storm.recovered = versions.iter().any(|v| v.actor == storm.actor_id && v.index > storm.last_index);
+        // Recovered: one of its writes went through after its last conflict (the storm's last_index).
+        let last_conflict = own().map(|a| &a.place).max();
+        storm.recovered =
+            last_conflict.is_some_and(|last| versions.iter().any(|v| v.actor == storm.actor_id && v.place > *last));
     }
     Ok(storms)
 }
 
+/// A place in the session order, the order `index` numbers: `(received_at, audit_id, stage)`,
+/// compared field by field as the engine sorts them (none of the three is ever null). Comparing
+/// places answers "before or after" without numbering the whole session.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    received_at: i64,
+    audit_id: String,
+    stage: String,
+}
+
+/// The `received_at`, `audit_id` and `stage` columns of a batch, read as [`Place`]s.
+struct Places {
+    received_at: Micros,
+    audit_id: Strings,
+    stage: Strings,
+}
+
+impl Places {
+    fn of(batch: &RecordBatch) -> Result<Self, QueryError> {
+        Ok(Places {
+            received_at: Micros::of(batch, "received_at")?,
+            audit_id: Strings::of(batch, "audit_id")?,
+            stage: Strings::of(batch, "stage")?,
+        })
+    }
+
+    fn at(&self, row: usize) -> Place {
+        Place {
+            received_at: self.received_at.get(row).unwrap_or(0),
+            audit_id: self.audit_id.text(row),
+            stage: self.stage.text(row),
+        }
+    }
+}
+
+/// One 409 answer: who got it, where in the session, and the resourceVersion the write was based on.
+struct Attempt {
+    actor: String,
+    place: Place,
+    sent: Option<String>,
+}
+
 /// One version of an object, as a successful write produced it.
 struct Version {
-    index: u64,
+    place: Place,
     actor: String,
     resource_version: String,
     completed_at: i64,
@@ -594,12 +650,12 @@ async fn object_history(
 ) -> Result<HashMap<String, Vec<Version>>, QueryError> {
     let mut out: HashMap<String, Vec<Version>> = HashMap::new();
     for batch in collect(ctx, OBJECT_HISTORY_SQL, object_params(session, keys)).await? {
-        let (key, index, actor) =
-            (Strings::of(&batch, "object_key")?, Ints::of(&batch, "index")?, Strings::of(&batch, "actor_id")?);
+        let (key, place, actor) =
+            (Strings::of(&batch, "object_key")?, Places::of(&batch)?, Strings::of(&batch, "actor_id")?);
         let (rv, at) = (Strings::of(&batch, "resource_version")?, Micros::of(&batch, "completed_at")?);
         for row in 0..batch.num_rows() {
             out.entry(key.text(row)).or_default().push(Version {
-                index: index.get(row).unwrap_or(0).max(0) as u64,
+                place: place.at(row),
                 actor: actor.text(row),
                 resource_version: rv.text(row),
                 completed_at: at.get(row).unwrap_or(0),

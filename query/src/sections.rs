@@ -40,6 +40,15 @@ impl Sections {
     }
 }
 
+/// Starts `work` at once, without waiting for a core: for a part of a section that already holds
+/// one (two independent statements of one section, side by side), where waiting for a second
+/// permit could wait for ever.
+pub(crate) fn beside<T: Send + 'static>(
+    work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
+) -> Section<T> {
+    Section(tokio::spawn(work))
+}
+
 /// A running section. Dropping it (when another section failed first) stops it.
 pub(crate) struct Section<T>(JoinHandle<Result<T, QueryError>>);
 

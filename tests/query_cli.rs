@@ -164,6 +164,8 @@ fn the_seed_samples_give_the_seed_results() {
     assert_eq!(errors["errors"]["last"]["resource"], "ConfigMap/default/config-8");
     assert_eq!(errors["errors"]["by_status"][0]["status_code"], 404);
     assert_eq!(errors["errors"]["by_status"][0]["reason"], "NotFound");
+    assert_eq!(errors["errors"]["by_status"][0]["first_index"], 0);
+    assert_eq!(errors["errors"]["by_status"][0]["last_index"], 8);
 
     let normal = analyze_json(&data, "sample-session-001", &[]);
     assert_eq!(normal["total_operations"], 10);
@@ -314,7 +316,18 @@ fn a_conflict_storm_recovered_only_when_a_write_went_through_after_its_last_conf
     events.push(write("same-time-before-a0", "same-time-before", 3000, 41));
     record(&data, "storms", &events);
 
-    let report = analyze_json(&data, "storms", &["--conflicts"]);
+    let report = analyze_json(&data, "storms", &["--conflicts", "--errors"]);
+    // In session order: the four first writes (0-3), the conflicts at 1 s (4-7) and 2 s (8-11),
+    // then at 3 s by audit ID: earlier-c3, later-c3, same-time-after-c3, same-time-after-w,
+    // same-time-before-a0, same-time-before-c3 (12-17), and later-w (18).
+    let conflicts = &report["errors"]["by_status"][0];
+    assert_eq!(
+        (&conflicts["status_code"], &conflicts["count"], &conflicts["first_index"], &conflicts["last_index"]),
+        (&json!(409), &json!(12), &json!(4), &json!(17)),
+        "{report}"
+    );
+    assert_eq!(report["errors"]["last"]["resource"], "ConfigMap/ns/same-time-before", "{report}");
+    assert_eq!(report["errors"]["last"]["index"], 17, "{report}");
     let storms = report["conflicts"].as_array().unwrap_or_else(|| panic!("{report}"));
     let recovered = |name: &str| -> bool {
         let storm = storms.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name}: {report}"));

@@ -1,5 +1,7 @@
 -- Failed operations of session $1 grouped by HTTP status, with the Kubernetes reason that status
 -- stands for (the API server answers 409 with reason Conflict or AlreadyExists; both count as 409).
+-- Where each status first and last happened comes from the ordered pass over the session
+-- (session_walk.sql, its `failed` flag is this filter), not from numbering the session here.
 SELECT
     status_code,
     CASE
@@ -14,10 +16,8 @@ SELECT
         WHEN status_code = 504 THEN 'Timeout'
         ELSE 'Status' || CAST(status_code AS VARCHAR)
     END AS reason,
-    count(*) AS count,
-    min("index") AS first_index,
-    max("index") AS last_index
-FROM indexed_operations
+    count(*) AS count
+FROM operations
 WHERE session_id = $1 AND error IS NOT NULL
 GROUP BY status_code
 ORDER BY count DESC, status_code

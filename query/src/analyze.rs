@@ -1,7 +1,9 @@
 //! `kubestep analyze SESSION`: slow operations, errors and loops.
 //!
-//! Slow operations and errors are SQL over `indexed_operations` (files in `query/sql/`); loops are
-//! one streaming pass ([`crate::loops`]). The report keeps the seed's JSON fields
+//! Loops, slow operations and where each failure status first and last happened come from one
+//! ordered pass over the session that counts positions as it goes (`session_walk`, loops by
+//! [`crate::loops`]); the error counts and the two ends of the failures are SQL (files in
+//! `query/sql/`). The sections run side by side (`sections`). The report keeps the seed's JSON fields
 //! (`session_id`, `total_operations`, `slow_operations`, `loops_detected`, `errors{total,by_type}`)
 //! and adds its own beside them.
 
@@ -9,22 +11,20 @@ use std::collections::BTreeMap;
 
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::QueryError;
 use crate::behaviour::{self, BehaviourOptions, ConflictStorm, Fight, HotLoop, Requeue};
-use crate::context::{collect, frame};
-use crate::loops::{Loop, LoopDetector};
+use crate::context::collect;
+use crate::loops::Loop;
 use crate::sections::Sections;
-use crate::values::{Bools, Floats, Ints, Micros, Strings, format_time};
+use crate::session_walk::{self, FailureSpan, WalkFindings, WalkFor};
+use crate::values::{Ints, Strings};
 
-const SLOW_SQL: &str = include_str!("../sql/slow_operations.sql");
 const ERRORS_BY_TYPE_SQL: &str = include_str!("../sql/errors_by_type.sql");
 const ERRORS_BY_STATUS_SQL: &str = include_str!("../sql/errors_by_status.sql");
 const ERRORS_BY_ACTOR_SQL: &str = include_str!("../sql/errors_by_actor.sql");
 const ERROR_EXTREMES_SQL: &str = include_str!("../sql/error_extremes.sql");
-const LOOP_SIGNATURES_SQL: &str = include_str!("../sql/loop_signatures.sql");
 
 /// At most this many slow operations and loops are listed in a report (the totals are exact).
 pub const MAX_LISTED: usize = 1000;
@@ -201,7 +201,8 @@ pub fn resource_label(kind: &str, namespace: &str, name: &str) -> String {
     format!("{kind}/{namespace}/{name}")
 }
 
-fn number(ms: f64) -> serde_json::Number {
+/// Milliseconds as a JSON number: integral when whole, as the seed printed them.
+pub(crate) fn whole_or_fractional_ms(ms: f64) -> serde_json::Number {
     if ms.fract() == 0.0 && ms.abs() < 9e15 {
         serde_json::Number::from(ms as i64)
     } else {
@@ -254,37 +255,41 @@ async fn analyze_once(
         let ((ctx, session), b) = (inputs(), b.clone());
         sections.spawn(async move { behaviour::conflict_storms(&ctx, &session, &b).await })
     });
-    let loops = options.loops.then(|| {
-        let ((ctx, session), window) = (inputs(), options.window);
-        sections.spawn(async move { detect_loops(&ctx, &session, window).await })
+    let wanted = WalkFor {
+        loop_window: options.loops.then_some(options.window),
+        slow: options.slow.then_some((options.threshold_ms, options.include_watch)),
+        failures: options.errors,
+    };
+    let positions = (options.loops || options.slow || options.errors).then(|| {
+        let (ctx, session) = inputs();
+        sections.spawn(async move { session_walk::walk(&ctx, &session, &wanted).await })
     });
     let errors = options.errors.then(|| {
         let (ctx, session) = inputs();
         sections.spawn(async move { errors(&ctx, &session).await })
-    });
-    let slow = options.slow.then(|| {
-        let ((ctx, session), options) = (inputs(), options.clone());
-        sections.spawn(async move { slow_operations(&ctx, &session, &options).await })
     });
     let requeues = options.requeues.then(|| {
         let ((ctx, session), b) = (inputs(), b.clone());
         sections.spawn(async move { behaviour::requeues(&ctx, &session, &b).await })
     });
 
-    if let Some(slow) = slow {
-        let (slow, total) = slow.result().await?;
+    let found = match positions {
+        Some(positions) => positions.result().await?,
+        None => WalkFindings::default(),
+    };
+    if let Some((slow, total)) = found.slow {
         report.slow_operations = slow;
         report.slow_operations_total = Some(total);
         report.slow_threshold_ms = Some(options.threshold_ms);
     }
-    if let Some(loops) = loops {
-        let loops = loops.result().await?;
+    if let Some(loops) = found.loops {
         report.loops_total = Some(loops.len() as u64);
         report.loops_detected = loops.into_iter().take(MAX_LISTED).collect();
         report.loop_window = Some(options.window);
     }
     if let Some(errors) = errors {
-        report.errors = Some(errors.result().await?);
+        let spans = found.failures.unwrap_or_default();
+        report.errors = Some(errors.result().await?.placed(&spans));
     }
     if let Some(behaviour) = behaviour {
         (report.hot_loops, report.fights) = behaviour.result().await?;
@@ -298,78 +303,49 @@ async fn analyze_once(
     Ok(report)
 }
 
-async fn slow_operations(
-    ctx: &SessionContext,
-    session: &str,
-    options: &AnalyzeOptions,
-) -> Result<(Vec<SlowOperation>, u64), QueryError> {
-    let params = vec![
-        ScalarValue::from(session),
-        ScalarValue::Float64(Some(options.threshold_ms as f64)),
-        ScalarValue::Boolean(Some(options.include_watch)),
-    ];
-    let mut listed = Vec::new();
-    let mut total = 0;
-    for batch in collect(ctx, SLOW_SQL, params).await? {
-        let index = Ints::of(&batch, "index")?;
-        let op = Strings::of(&batch, "operation_type")?;
-        let (kind, ns, name) =
-            (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
-        let duration = Floats::of(&batch, "duration_ms")?;
-        let actor = Strings::of(&batch, "actor_id")?;
-        let received = Micros::of(&batch, "received_at")?;
-        for row in 0..batch.num_rows() {
-            total += 1;
-            if listed.len() < MAX_LISTED {
-                listed.push(SlowOperation {
-                    index: index.get(row).unwrap_or(0) as u64,
-                    operation_type: op.text(row),
-                    resource: resource_label(
-                        kind.get(row).unwrap_or(""),
-                        ns.get(row).unwrap_or(""),
-                        name.get(row).unwrap_or(""),
-                    ),
-                    duration_ms: number(duration.get(row).unwrap_or(0.0)),
-                    actor_id: actor.text(row),
-                    time: received.get(row).map(format_time).unwrap_or_default(),
-                });
-            }
-        }
-    }
-    Ok((listed, total))
-}
-
-/// Streams the session's operations through a [`LoopDetector`].
+/// The loops of `session`: its operations streamed in order through a [`LoopDetector`]
+/// (watches left out).
+///
+/// [`LoopDetector`]: crate::loops::LoopDetector
 pub async fn detect_loops(ctx: &SessionContext, session: &str, window: usize) -> Result<Vec<Loop>, QueryError> {
-    let mut detector = LoopDetector::new(window);
-    let mut stream = frame(ctx, LOOP_SIGNATURES_SQL, vec![ScalarValue::from(session)]).await?.execute_stream().await?;
-    // The statement streams every operation in session order: a step's index is its position.
-    let mut index: u64 = 0;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let in_sequence = Bools::of(&batch, "in_sequence")?;
-        let op = Strings::of(&batch, "operation_type")?;
-        let (kind, ns, name) =
-            (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
-        for row in 0..batch.num_rows() {
-            let position = index;
-            index += 1;
-            if in_sequence.get(row) != Some(true) {
-                continue;
-            }
-            detector.push(
-                position,
-                op.get(row).unwrap_or(""),
-                kind.get(row).unwrap_or(""),
-                ns.get(row).unwrap_or(""),
-                name.get(row).unwrap_or(""),
-            );
-        }
-    }
-    Ok(detector.finish())
+    let wanted = WalkFor { loop_window: Some(window), ..WalkFor::default() };
+    Ok(session_walk::walk(ctx, session, &wanted).await?.loops.unwrap_or_default())
 }
 
-async fn errors(ctx: &SessionContext, session: &str) -> Result<ErrorReport, QueryError> {
+/// The errors section before the session walk placed it: counts, and the two ends without their
+/// indexes.
+struct UnplacedErrors {
+    report: ErrorReport,
+    /// The status code of each `report.by_status` entry as stored (`None` when there was none).
+    statuses: Vec<Option<i64>>,
+}
+
+impl UnplacedErrors {
+    /// The report with each status's first and last index, and the ends' indexes, from the walk.
+    fn placed(self, spans: &BTreeMap<Option<i64>, FailureSpan>) -> ErrorReport {
+        let mut report = self.report;
+        for (count, status) in report.by_status.iter_mut().zip(&self.statuses) {
+            if let Some(span) = spans.get(status) {
+                (count.first_index, count.last_index) = (span.first_index, span.last_index);
+            }
+        }
+        let first_index = spans.values().map(|s| s.first_index).min();
+        let last_index = spans.values().map(|s| s.last_index).max();
+        report.first = report.first.zip(first_index).map(|(end, index)| FailedOperation {
+            index,
+            sequence_number: index + 1,
+            ..end
+        });
+        report.last = report.last.zip(last_index).map(|(end, index)| FailedOperation {
+            index,
+            sequence_number: index + 1,
+            ..end
+        });
+        report
+    }
+}
+
+async fn errors(ctx: &SessionContext, session: &str) -> Result<UnplacedErrors, QueryError> {
     let id = || vec![ScalarValue::from(session)];
     let mut report = ErrorReport {
         total: 0,
@@ -379,6 +355,7 @@ async fn errors(ctx: &SessionContext, session: &str) -> Result<ErrorReport, Quer
         first: None,
         last: None,
     };
+    let mut statuses = Vec::new();
     for batch in collect(ctx, ERRORS_BY_TYPE_SQL, id()).await? {
         let op = Strings::of(&batch, "operation_type")?;
         let count = Ints::of(&batch, "count")?;
@@ -389,16 +366,16 @@ async fn errors(ctx: &SessionContext, session: &str) -> Result<ErrorReport, Quer
         }
     }
     for batch in collect(ctx, ERRORS_BY_STATUS_SQL, id()).await? {
-        let (code, reason) = (Ints::of(&batch, "status_code")?, Strings::of(&batch, "reason")?);
-        let (count, first, last) =
-            (Ints::of(&batch, "count")?, Ints::of(&batch, "first_index")?, Ints::of(&batch, "last_index")?);
+        let (code, reason, count) =
+            (Ints::of(&batch, "status_code")?, Strings::of(&batch, "reason")?, Ints::of(&batch, "count")?);
         for row in 0..batch.num_rows() {
+            statuses.push(code.get(row));
             report.by_status.push(StatusCount {
                 status_code: code.get(row).unwrap_or(0),
                 reason: reason.text(row),
                 count: count.get(row).unwrap_or(0) as u64,
-                first_index: first.get(row).unwrap_or(0) as u64,
-                last_index: last.get(row).unwrap_or(0) as u64,
+                first_index: 0,
+                last_index: 0,
             });
         }
     }
@@ -408,9 +385,6 @@ async fn errors(ctx: &SessionContext, session: &str) -> Result<ErrorReport, Quer
             report.by_actor.push(ActorCount { actor_id: actor.text(row), count: count.get(row).unwrap_or(0) as u64 });
         }
     }
-    // The ends of the failures carry the indexes `errors_by_status` found for them.
-    let first_index = report.by_status.iter().map(|s| s.first_index).min();
-    let last_index = report.by_status.iter().map(|s| s.last_index).max();
     for batch in collect(ctx, ERROR_EXTREMES_SQL, id()).await? {
         let end = Strings::of(&batch, "end")?;
         let op = Strings::of(&batch, "operation_type")?;
@@ -419,11 +393,10 @@ async fn errors(ctx: &SessionContext, session: &str) -> Result<ErrorReport, Quer
         let (code, message, actor) =
             (Ints::of(&batch, "status_code")?, Strings::of(&batch, "error")?, Strings::of(&batch, "actor_id")?);
         for row in 0..batch.num_rows() {
-            let is_first = end.get(row) == Some("first");
-            let Some(index) = (if is_first { first_index } else { last_index }) else { continue };
+            // The index is the walk's to give (see `UnplacedErrors::placed`).
             let failed = FailedOperation {
-                index,
-                sequence_number: index + 1,
+                index: 0,
+                sequence_number: 0,
                 operation_type: op.text(row),
                 resource: resource_label(
                     kind.get(row).unwrap_or(""),
@@ -434,12 +407,12 @@ async fn errors(ctx: &SessionContext, session: &str) -> Result<ErrorReport, Quer
                 message: message.text(row),
                 actor_id: actor.text(row),
             };
-            if is_first {
+            if end.get(row) == Some("first") {
                 report.first = Some(failed);
             } else {
                 report.last = Some(failed);
             }
         }
     }
-    Ok(report)
+    Ok(UnplacedErrors { report, statuses })
 }

@@ -18,7 +18,8 @@
 //! - [`sessions`]: one summary row per session;
 //! - [`replay`]: a session's steps in order, streamed, with filters and the objects of a step;
 //! - [`diff`]: what a write changed in its object, as field paths;
-//! - [`analyze`]: slow operations and errors (SQL) and loops ([`loops`], one streaming pass);
+//! - [`analyze`]: slow operations, errors and loops ([`loops`]); what needs each operation's
+//!   position comes from one ordered pass over the session (`session_walk`), the counts from SQL;
 //! - [`behaviour`]: hot loops, fights, conflict storms and error requeue loops;
 //! - [`causality`]: reconcile episodes, causality edges between writes, and chains;
 //! - [`report`]: everything the timeline page of a session shows (lanes, marks, density, diffs,
@@ -39,6 +40,7 @@ pub mod loops;
 pub mod replay;
 pub mod report;
 mod sections;
+mod session_walk;
 pub mod sessions;
 pub mod top_rows_per_group;
 mod values;

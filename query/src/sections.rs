@@ -7,9 +7,9 @@
 //! the context's memory pool, which still bounds what their sorts and aggregations hold.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::QueryError;
@@ -17,24 +17,35 @@ use crate::QueryError;
 /// Starts the sections of one command, at most as many at once as there are cores.
 pub(crate) struct Sections {
     permits: Arc<Semaphore>,
+    /// Fires when the section spawned last has its permit. The runtime polls new tasks in no set
+    /// order (the newest often first), so each section queues for a permit only after the one
+    /// spawned before it got one: sections start in the order they were spawned.
+    previous_started: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl Sections {
     /// As many running sections at once as the machine has cores.
     pub(crate) fn per_core() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        Self { permits: Arc::new(Semaphore::new(cores)) }
+        Self { permits: Arc::new(Semaphore::new(cores)), previous_started: Mutex::new(None) }
     }
 
-    /// Starts `work` as soon as a core is free. Sections start in the order they are spawned, so
+    /// Starts `work` as soon as a core is free and every section spawned before it has started:
     /// spawn the longest first.
     pub(crate) fn spawn<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
     ) -> Section<T> {
         let permits = Arc::clone(&self.permits);
+        let (started, next_waits_for) = oneshot::channel();
+        let previous = self.previous_started.lock().unwrap_or_else(PoisonError::into_inner).replace(next_waits_for);
         Section(tokio::spawn(async move {
+            if let Some(previous) = previous {
+                // An error only says the section before was stopped before it started.
+                let _ = previous.await;
+            }
             let _permit = permits.acquire_owned().await;
+            let _ = started.send(());
             work.await
         }))
     }

@@ -1,0 +1,120 @@
+//! One ordered pass over a session for the sections of `kubestep analyze` that need positions.
+//!
+//! Loops, slow operations and the failures per status all report an operation's `index`, its
+//! position in the session order. Asking the engine for `indexed_operations` in each of them
+//! numbers the whole session again every time (a window over every operation, plus merging the
+//! files in order). Instead, `session_walk.sql` streams the session once in that order, with a flag
+//! per section saying what each row counts for, and the walk counts positions as the rows go by.
+
+use std::collections::BTreeMap;
+
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
+
+use crate::QueryError;
+use crate::analyze::{MAX_LISTED, SlowOperation, resource_label, whole_or_fractional_ms};
+use crate::context::frame;
+use crate::loops::{Loop, LoopDetector};
+use crate::values::{Bools, Floats, Ints, Micros, Strings, format_time};
+
+const SESSION_WALK_SQL: &str = include_str!("../sql/session_walk.sql");
+
+/// What one walk looks for; `None` leaves a section out.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct WalkFor {
+    /// Loops, with the longest period looked for.
+    pub(crate) loop_window: Option<usize>,
+    /// Slow operations: the threshold in milliseconds and whether watches count.
+    pub(crate) slow: Option<(u64, bool)>,
+    /// The first and last position of each failure status.
+    pub(crate) failures: bool,
+}
+
+/// Where the failures with one status code (`None` when the API server gave none) happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FailureSpan {
+    pub(crate) first_index: u64,
+    pub(crate) last_index: u64,
+}
+
+/// What a walk found, for the sections it was asked for.
+#[derive(Debug, Default)]
+pub(crate) struct WalkFindings {
+    /// Loops by start.
+    pub(crate) loops: Option<Vec<Loop>>,
+    /// Slow operations in session order (at most [`MAX_LISTED`]) and how many there were.
+    pub(crate) slow: Option<(Vec<SlowOperation>, u64)>,
+    /// First and last failure per status code.
+    pub(crate) failures: Option<BTreeMap<Option<i64>, FailureSpan>>,
+}
+
+/// Streams `session` once in session order and finds what `wanted` asks for.
+pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) -> Result<WalkFindings, QueryError> {
+    let (threshold_ms, include_watch) = wanted.slow.unwrap_or((0, false));
+    let params = vec![
+        ScalarValue::from(session),
+        ScalarValue::Float64(Some(threshold_ms as f64)),
+        ScalarValue::Boolean(Some(include_watch)),
+    ];
+    let mut detector = wanted.loop_window.map(LoopDetector::new);
+    let mut slow: Option<(Vec<SlowOperation>, u64)> = wanted.slow.map(|_| (Vec::new(), 0));
+    let mut failures: Option<BTreeMap<Option<i64>, FailureSpan>> = wanted.failures.then(BTreeMap::new);
+
+    let mut stream = frame(ctx, SESSION_WALK_SQL, params).await?.execute_stream().await?;
+    // The rows come in session order: an operation's index is how many came before it.
+    let mut index: u64 = 0;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let (in_sequence, is_slow, failed) =
+            (Bools::of(&batch, "in_sequence")?, Bools::of(&batch, "slow")?, Bools::of(&batch, "failed")?);
+        let op = Strings::of(&batch, "operation_type")?;
+        let (kind, ns, name) =
+            (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
+        let (duration, actor) = (Floats::of(&batch, "duration_ms")?, Strings::of(&batch, "actor_id")?);
+        let (received, status) = (Micros::of(&batch, "received_at")?, Ints::of(&batch, "status_code")?);
+        for row in 0..batch.num_rows() {
+            let position = index;
+            index += 1;
+            if let Some(detector) = detector.as_mut()
+                && in_sequence.get(row) == Some(true)
+            {
+                detector.push(
+                    position,
+                    op.get(row).unwrap_or(""),
+                    kind.get(row).unwrap_or(""),
+                    ns.get(row).unwrap_or(""),
+                    name.get(row).unwrap_or(""),
+                );
+            }
+            if let Some((listed, total)) = slow.as_mut()
+                && is_slow.get(row) == Some(true)
+            {
+                *total += 1;
+                if listed.len() < MAX_LISTED {
+                    listed.push(SlowOperation {
+                        index: position,
+                        operation_type: op.text(row),
+                        resource: resource_label(
+                            kind.get(row).unwrap_or(""),
+                            ns.get(row).unwrap_or(""),
+                            name.get(row).unwrap_or(""),
+                        ),
+                        duration_ms: whole_or_fractional_ms(duration.get(row).unwrap_or(0.0)),
+                        actor_id: actor.text(row),
+                        time: received.get(row).map(format_time).unwrap_or_default(),
+                    });
+                }
+            }
+            if let Some(failures) = failures.as_mut()
+                && failed.get(row) == Some(true)
+            {
+                failures
+                    .entry(status.get(row))
+                    .and_modify(|span| span.last_index = position)
+                    .or_insert(FailureSpan { first_index: position, last_index: position });
+            }
+        }
+    }
+    Ok(WalkFindings { loops: detector.map(LoopDetector::finish), slow, failures })
+}

@@ -334,6 +334,12 @@ fn a_conflict_storm_recovered_only_when_a_write_went_through_after_its_last_conf
         assert_eq!(storm["conflicts"], 3, "{storm}");
         storm["recovered"].as_bool().unwrap()
     };
+    let span = |name: &str| {
+        let storm = storms.iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("{name}: {report}"));
+        (storm["first_index"].as_u64().unwrap(), storm["last_index"].as_u64().unwrap())
+    };
+    assert_eq!(span("later"), (5, 13));
+    assert_eq!(span("same-time-before"), (7, 17));
     assert!(recovered("later"));
     assert!(!recovered("earlier"));
     assert!(recovered("same-time-after"));

@@ -1,6 +1,6 @@
 -- One pass over every operation of session $1 in session order, for the parts of `kubestep
 -- analyze` that need each operation's position: loop detection, slow operations, and where each
--- kind of failure first and last happened.
+-- kind of failure, and each actor's conflicts on one object, first and last happened.
 --
 -- Nothing is numbered here: the rows come in the order "index" numbers, so an operation's index
 -- is its position in this stream, which the pass counts (see query/src/session_walk.rs). What a
@@ -13,6 +13,8 @@ SELECT
     coalesce(duration_ms >= $2 AND ($3 OR verb <> 'watch'), false) AS slow,
     -- failed (what errors_by_status.sql counts)
     error IS NOT NULL AS failed,
+    -- a 409 Conflict on a named object (what the conflict_storms view counts)
+    coalesce(status_code = 409 AND name IS NOT NULL, false) AS conflict,
     operation_type, kind, namespace, name, duration_ms, actor_id, received_at, status_code
 FROM operations
 WHERE session_id = $1

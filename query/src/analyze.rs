@@ -253,14 +253,15 @@ async fn analyze_once(
     });
     let conflicts = options.conflicts.then(|| {
         let ((ctx, session), b) = (inputs(), b.clone());
-        sections.spawn(async move { behaviour::conflict_storms(&ctx, &session, &b).await })
+        sections.spawn(async move { behaviour::unplaced_conflict_storms(&ctx, &session, &b).await })
     });
     let wanted = WalkFor {
         loop_window: options.loops.then_some(options.window),
         slow: options.slow.then_some((options.threshold_ms, options.include_watch)),
         failures: options.errors,
+        conflicts: options.conflicts,
     };
-    let positions = (options.loops || options.slow || options.errors).then(|| {
+    let positions = (options.loops || options.slow || options.errors || options.conflicts).then(|| {
         let (ctx, session) = inputs();
         sections.spawn(async move { session_walk::walk(&ctx, &session, &wanted).await })
     });
@@ -295,7 +296,8 @@ async fn analyze_once(
         (report.hot_loops, report.fights) = behaviour.result().await?;
     }
     if let Some(conflicts) = conflicts {
-        report.conflicts = Some(conflicts.result().await?);
+        let spans = found.conflicts.unwrap_or_default();
+        report.conflicts = Some(behaviour::place_conflict_storms(conflicts.result().await?, &spans));
     }
     if let Some(requeues) = requeues {
         report.requeues = Some(requeues.result().await?);

@@ -18,8 +18,9 @@ use serde_json::Value;
 use crate::QueryError;
 use crate::context::{collect, frame};
 use crate::diff::diff_values;
+use crate::session_walk::{self, ActorObject, FailureSpan, WalkFor};
 use crate::values::{Ints, Micros, Strings, format_time};
-use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, FIGHT_CANDIDATES, HOT_LOOPS, for_session};
+use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, FIGHT_CANDIDATES, HOT_LOOPS, for_session, for_session_columns};
 
 const OBJECT_WRITES_SQL: &str = include_str!("../sql/object_writes.sql");
 const OBJECT_CONFLICTS_SQL: &str = include_str!("../sql/object_conflicts.sql");
@@ -515,9 +516,39 @@ pub async fn conflict_storms(
     session: &str,
     o: &BehaviourOptions,
 ) -> Result<Vec<ConflictStorm>, QueryError> {
-    let sql = for_session(
+    let wanted = WalkFor { conflicts: true, ..WalkFor::default() };
+    let (storms, found) =
+        futures::try_join!(unplaced_conflict_storms(ctx, session, o), session_walk::walk(ctx, session, &wanted))?;
+    Ok(place_conflict_storms(storms, &found.conflicts.unwrap_or_default()))
+}
+
+/// The storms with the indexes of their first and last conflict, which an ordered pass over the
+/// session found (`session_walk`; its `conflict` flag is the view's filter).
+pub(crate) fn place_conflict_storms(
+    mut storms: Vec<ConflictStorm>,
+    spans: &HashMap<ActorObject, FailureSpan>,
+) -> Vec<ConflictStorm> {
+    for storm in &mut storms {
+        let key = (storm.actor_id.clone(), storm.kind.clone(), storm.namespace.clone(), storm.name.clone());
+        if let Some(span) = spans.get(&key) {
+            (storm.first_index, storm.last_index) = (span.first_index, span.last_index);
+        }
+    }
+    storms
+}
+
+/// Conflict storms of `session` without their indexes (see [`place_conflict_storms`]): everything
+/// else the storm says, from the `conflict_storms` view without its index columns (left out, they
+/// are not computed: numbering the session would be most of the statement).
+pub(crate) async fn unplaced_conflict_storms(
+    ctx: &SessionContext,
+    session: &str,
+    o: &BehaviourOptions,
+) -> Result<Vec<ConflictStorm>, QueryError> {
+    let sql = for_session_columns(
         CONFLICT_STORMS,
         &[("conflict_min", o.conflict_min)],
+        "session_id, actor_id, kind, namespace, name, conflicts, first_at, last_at",
         "conflicts DESC, actor_id, kind, namespace, name",
     );
     let mut storms = Vec::new();
@@ -528,8 +559,7 @@ pub async fn conflict_storms(
             Strings::of(&batch, "namespace")?,
             Strings::of(&batch, "name")?,
         );
-        let (count, first_index, last_index) =
-            (Ints::of(&batch, "conflicts")?, Ints::of(&batch, "first_index")?, Ints::of(&batch, "last_index")?);
+        let count = Ints::of(&batch, "conflicts")?;
         let (first, last) = (Micros::of(&batch, "first_at")?, Micros::of(&batch, "last_at")?);
         for row in 0..batch.num_rows() {
             storms.push(ConflictStorm {
@@ -538,8 +568,8 @@ pub async fn conflict_storms(
                 namespace: ns.text(row),
                 name: name.text(row),
                 conflicts: count.get(row).unwrap_or(0).max(0) as u64,
-                first_index: first_index.get(row).unwrap_or(0).max(0) as u64,
-                last_index: last_index.get(row).unwrap_or(0).max(0) as u64,
+                first_index: 0,
+                last_index: 0,
                 max_versions_behind: 0,
                 max_ms_since_replaced: 0,
                 recovered: false,
@@ -584,7 +614,7 @@ pub async fn conflict_storms(
                     storm.max_ms_since_replaced.max(((at - replaced.completed_at) / 1000).max(0) as u64);
             }
         }
-        // Recovered: one of its writes went through after its last conflict (the storm's last_index).
+        // Recovered: one of its writes went through after its last conflict.
         let last_conflict = own().map(|a| &a.place).max();
         storm.recovered =
             last_conflict.is_some_and(|last| versions.iter().any(|v| v.actor == storm.actor_id && v.place > *last));

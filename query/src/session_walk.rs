@@ -1,12 +1,13 @@
 //! One ordered pass over a session for the sections of `kubestep analyze` that need positions.
 //!
-//! Loops, slow operations and the failures per status all report an operation's `index`, its
+//! Loops, slow operations, the failures per status and conflict storms all report an operation's
+//! `index`, its
 //! position in the session order. Asking the engine for `indexed_operations` in each of them
 //! numbers the whole session again every time (a window over every operation, plus merging the
 //! files in order). Instead, `session_walk.sql` streams the session once in that order, with a flag
 //! per section saying what each row counts for, and the walk counts positions as the rows go by.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -29,9 +30,15 @@ pub(crate) struct WalkFor {
     pub(crate) slow: Option<(u64, bool)>,
     /// The first and last position of each failure status.
     pub(crate) failures: bool,
+    /// The first and last position of each actor's 409s on each object.
+    pub(crate) conflicts: bool,
 }
 
-/// Where the failures with one status code (`None` when the API server gave none) happened.
+/// An actor and an object (`actor_id`, `kind`, `namespace`, `name`; `""` for null), as the
+/// `conflict_storms` view groups its 409s.
+pub(crate) type ActorObject = (String, String, String, String);
+
+/// Where some failures (those with one status code, or one actor's 409s on one object) happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FailureSpan {
     pub(crate) first_index: u64,
@@ -47,6 +54,8 @@ pub(crate) struct WalkFindings {
     pub(crate) slow: Option<(Vec<SlowOperation>, u64)>,
     /// First and last failure per status code.
     pub(crate) failures: Option<BTreeMap<Option<i64>, FailureSpan>>,
+    /// First and last 409 per actor and object.
+    pub(crate) conflicts: Option<HashMap<ActorObject, FailureSpan>>,
 }
 
 /// Streams `session` once in session order and finds what `wanted` asks for.
@@ -60,6 +69,7 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
     let mut detector = wanted.loop_window.map(LoopDetector::new);
     let mut slow: Option<(Vec<SlowOperation>, u64)> = wanted.slow.map(|_| (Vec::new(), 0));
     let mut failures: Option<BTreeMap<Option<i64>, FailureSpan>> = wanted.failures.then(BTreeMap::new);
+    let mut conflicts: Option<HashMap<ActorObject, FailureSpan>> = wanted.conflicts.then(HashMap::new);
 
     let mut stream = frame(ctx, SESSION_WALK_SQL, params).await?.execute_stream().await?;
     // The rows come in session order: an operation's index is how many came before it.
@@ -68,6 +78,7 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
         let batch = batch?;
         let (in_sequence, is_slow, failed) =
             (Bools::of(&batch, "in_sequence")?, Bools::of(&batch, "slow")?, Bools::of(&batch, "failed")?);
+        let conflict = Bools::of(&batch, "conflict")?;
         let op = Strings::of(&batch, "operation_type")?;
         let (kind, ns, name) =
             (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
@@ -114,7 +125,15 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
                     .and_modify(|span| span.last_index = position)
                     .or_insert(FailureSpan { first_index: position, last_index: position });
             }
+            if let Some(conflicts) = conflicts.as_mut()
+                && conflict.get(row) == Some(true)
+            {
+                conflicts
+                    .entry((actor.text(row), kind.text(row), ns.text(row), name.text(row)))
+                    .and_modify(|span| span.last_index = position)
+                    .or_insert(FailureSpan { first_index: position, last_index: position });
+            }
         }
     }
-    Ok(WalkFindings { loops: detector.map(LoopDetector::finish), slow, failures })
+    Ok(WalkFindings { loops: detector.map(LoopDetector::finish), slow, failures, conflicts })
 }

@@ -65,7 +65,13 @@ pub fn fill(sql: &str, values: &[(&str, u64)]) -> String {
 
 /// A view's rows for one session (`$1`), with other thresholds than the registered view's.
 pub(crate) fn for_session(view_sql: &str, thresholds: &[(&str, u64)], order_by: &str) -> String {
-    format!("SELECT * FROM (\n{}\n) WHERE session_id = $1 ORDER BY {order_by}", fill(view_sql, thresholds))
+    for_session_columns(view_sql, thresholds, "*", order_by)
+}
+
+/// Some of a view's columns for one session (`$1`): columns left out are not computed (a view's
+/// `first_index` numbers the whole session).
+pub(crate) fn for_session_columns(view_sql: &str, thresholds: &[(&str, u64)], columns: &str, order_by: &str) -> String {
+    format!("SELECT {columns} FROM (\n{}\n) WHERE session_id = $1 ORDER BY {order_by}", fill(view_sql, thresholds))
 }
 
 /// Makes every view available in `ctx` (after the `operations` table): the context's `public`

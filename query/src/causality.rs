@@ -28,6 +28,8 @@ const EDGES_SCOPE: &str = "WHERE session_id = $1 AND received_at >= $2 AND recei
 const NODES_SQL: &str = include_str!("../sql/causal_nodes.sql");
 /// The session in order, narrowed to what the watch pass ([`watch`]) needs.
 pub const STEPS_SQL: &str = include_str!("../sql/causal_steps.sql");
+/// How many operations of the session come before the window: the first step's index.
+const STEPS_BEFORE_SQL: &str = include_str!("../sql/causal_steps_before.sql");
 
 /// Paths explored from one root before its search stops (the best found so far is kept): a root
 /// with a wide fan-out has more paths of the longest length than anyone reads.
@@ -312,8 +314,8 @@ async fn causality_once(
     ];
     // One statement per kind, streamed: a large session's edges are millions of rows, held here as
     // (from, to, kind) only. Of the edges of one pair, the strongest kind (first in EDGE_KINDS) stays.
-    // The watch pass runs beside the SQL kinds (see `crate::sections`); the SQL kinds run one after
-    // the other, so that only one kind's joins hold memory at a time.
+    // The watch pass and the SQL kinds run side by side (see `crate::sections`): each statement
+    // keeps about one core busy, so the SQL kinds take a section together, one task each.
     let sections = Sections::per_core();
     let by_sql = {
         let (ctx, params) = (ctx.clone(), params.clone());
@@ -324,20 +326,28 @@ async fn causality_once(
             .map(|(k, name)| (k as u8, edges_sql(options, name)))
             .collect();
         sections.spawn(async move {
+            let kinds: Vec<_> = statements
+                .into_iter()
+                .map(|(kind, sql)| {
+                    let (ctx, params) = (ctx.clone(), params.clone());
+                    crate::sections::beside(async move { sql_edges(&ctx, &sql, params, kind).await })
+                })
+                .collect();
             let mut pairs = Vec::new();
-            for (kind, sql) in statements {
-                pairs.extend(sql_edges(&ctx, &sql, params.clone(), kind).await?);
+            for kind in kinds {
+                pairs.extend(kind.result().await?);
             }
             Ok(pairs)
         })
     };
     let by_pass = {
         let (ctx, params) = (ctx.clone(), params.clone());
-        let (trigger_ms, gap_ms) = (options.trigger_window_ms, options.episode_gap_ms);
+        let (trigger_ms, gap_ms, window_start) = (options.trigger_window_ms, options.episode_gap_ms, options.window.0);
         sections.spawn(async move {
             let watch = SQL_EDGE_KINDS as u8;
             let mut pairs = Vec::new();
-            watch_edges(&ctx, &params, trigger_ms, gap_ms, &mut |from, to| pairs.push((from, to, watch))).await?;
+            watch_edges(&ctx, &params, window_start, trigger_ms, gap_ms, &mut |from, to| pairs.push((from, to, watch)))
+                .await?;
             Ok(pairs)
         })
     };
@@ -474,22 +484,34 @@ async fn sql_edges(
 async fn watch_edges(
     ctx: &SessionContext,
     params: &[ScalarValue],
+    window_start: Option<i64>,
     trigger_window_ms: u64,
     episode_gap_ms: u64,
     sink: &mut impl FnMut(u64, u64),
 ) -> Result<(), QueryError> {
     let mut pass = watch::WatchEdges::new(trigger_window_ms, episode_gap_ms);
+    // The steps stream in session order: a step's index is the operations before the window plus
+    // its position in the stream. A window without a start has none before it.
+    let mut index = match window_start {
+        None => 0,
+        Some(_) => {
+            let before = collect(ctx, STEPS_BEFORE_SQL, params[..2].to_vec()).await?;
+            before.first().and_then(|b| crate::values::u64_at(b, 0, 0)).unwrap_or(0)
+        }
+    };
     let mut stream = frame(ctx, STEPS_SQL, params.to_vec()).await?.execute_stream().await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let (index, actor) = (Ints::of(&batch, "index")?, Strings::of(&batch, "actor_id")?);
+        let actor = Strings::of(&batch, "actor_id")?;
         let (kind, namespace, name) =
             (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
         let (received, completed) = (Micros::of(&batch, "received_at")?, Micros::of(&batch, "completed_at")?);
         let is_write = Bools::of(&batch, "is_write")?;
         for row in 0..batch.num_rows() {
+            let i = index;
+            index += 1;
             // Without an actor or a time, a step matches nothing (as in the view's joins).
-            let (Some(i), Some(a), Some(received_at)) = (index.get(row), actor.get(row), received.get(row)) else {
+            let (Some(a), Some(received_at)) = (actor.get(row), received.get(row)) else {
                 continue;
             };
             let object = match (kind.get(row), name.get(row)) {
@@ -497,7 +519,7 @@ async fn watch_edges(
                 _ => None,
             };
             let step = watch::Step {
-                index: i.max(0) as u64,
+                index: i,
                 actor: pass.actor(a),
                 object,
                 received_at,

@@ -15,7 +15,7 @@
 //! - queries: every query command as a user runs it (the release binary: median wall time of 3 and
 //!   peak RSS), next to DuckDB running the very statements that command ran (captured from its SQL
 //!   log, `kubestep_query::sql`; where `analyze causality` streams the session into its own pass
-//!   for the watch edges, DuckDB runs the SQL of those edges) over the same Parquet files (median
+//!   for its edges, DuckDB runs the view's SQL of each kind of edge) over the same Parquet files (median
 //!   of 3 on one connection, and for commands under 2 s also from a new connection each run), and over
 //!   the raw JSON lines shaped by
 //!   `benches/report/operations_from_json.sql` (up to `KUBESTEP_REPORT_JSON_QUERY_MAX` events,
@@ -425,15 +425,26 @@ fn run_queries(commands: &mut [QueryCommand]) {
             c.statements.push(json!({ "sql": sql, "params": [] }));
         }
         assert!(!c.statements.is_empty(), "{}: no statements in the SQL log", c.name);
-        // `analyze causality` finds its watch edges in a pass over the session streamed in order;
-        // DuckDB gets the SQL that asks the same question instead of that stream.
-        let watch_sql =
-            kubestep_query::causality::edges_sql(&kubestep_query::causality::CausalityOptions::default(), "watch");
-        for statement in &mut c.statements {
-            if statement["sql"].as_str() == Some(kubestep_query::causality::STEPS_SQL) {
-                statement["sql"] = Value::String(watch_sql.clone());
-            }
-        }
+        // `analyze causality` finds its edges in a pass over the session streamed in order;
+        // DuckDB gets the SQL that asks the same questions (one statement per kind of edge, with
+        // the stream's parameters) instead of that stream.
+        let options = kubestep_query::causality::CausalityOptions::default();
+        c.statements = std::mem::take(&mut c.statements)
+            .into_iter()
+            .flat_map(|statement| {
+                if statement["sql"].as_str() == Some(kubestep_query::causality::STEPS_SQL) {
+                    kubestep_query::causality::EDGE_KINDS
+                        .iter()
+                        .map(|kind| {
+                            let sql = kubestep_query::causality::edges_sql(&options, kind);
+                            json!({ "sql": sql, "params": statement["params"].clone() })
+                        })
+                        .collect()
+                } else {
+                    vec![statement]
+                }
+            })
+            .collect();
         let runs: Vec<Run> = (0..3)
             .map(|_| run_measured(Command::new(KUBESTEP).args(&c.args).env("KUBESTEP_LOG", "warn"), None))
             .collect();

@@ -2,11 +2,15 @@
 //! (controller A's write triggers B, whose write triggers C).
 //!
 //! The edges are those of the `causal_edges` view (`rv`, `owner` and `watch` evidence, strongest
-//! kept per pair): `rv` and `owner` edges by its SQL, `watch` edges by one pass over the session in
-//! order ([`watch`]), which means the same and holds only a few seconds of the session at a time;
+//! kept per pair), all found in one pass over the session in order, which counts positions instead
+//! of numbering the session: `watch` edges by [`watch`] (a few seconds of the session held at a
+//! time), `rv` and `owner` edges by [`version_edges`] (every version produced, and the writes of
+//! the last trigger window). Both mean what the view's SQL means, which a test checks edge by edge;
+//! [`edges_sql`] gives that SQL per kind to other engines;
 //! chains are maximal paths through them from writes nothing triggered, at most `max_depth` writes
 //! long, ranked by length, then fan-out, then time, then index (deterministic).
 
+mod version_edges;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -18,8 +22,7 @@ use serde::Serialize;
 
 use crate::QueryError;
 use crate::context::{collect, frame};
-use crate::sections::Sections;
-use crate::values::{Bools, Floats, Ints, Micros, Strings, format_time};
+use crate::values::{Bools, Floats, Ints, Micros, StringLists, Strings, format_time};
 use futures::StreamExt;
 
 /// The `causal_edges` view narrowed to session `$1` and the window `$2`..`$3` before any edge is
@@ -231,9 +234,11 @@ pub struct Episode {
 }
 
 /// The kinds of edge, strongest first: of two edges between the same writes, the stronger is kept.
-const EDGE_KINDS: [&str; 3] = ["rv", "owner", "watch"];
-/// The kinds whose edges come from the view's SQL; the rest are found by [`watch_edges`].
-const SQL_EDGE_KINDS: usize = 2;
+pub const EDGE_KINDS: [&str; 3] = ["rv", "owner", "watch"];
+/// Positions in [`EDGE_KINDS`].
+const RV_EDGE: u8 = 0;
+const OWNER_EDGE: u8 = 1;
+const WATCH_EDGE: u8 = 2;
 
 /// The SQL of one `kind`'s edges (`rv`, `owner`, `watch`) for one session and window, with
 /// `options`' thresholds: the `causal_edges` view with its last statement replaced by one over
@@ -312,49 +317,10 @@ async fn causality_once(
         timestamp(options.window.0, EARLIEST_US),
         timestamp(options.window.1, LATEST_US),
     ];
-    // One statement per kind, streamed: a large session's edges are millions of rows, held here as
-    // (from, to, kind) only. Of the edges of one pair, the strongest kind (first in EDGE_KINDS) stays.
-    // The watch pass and the SQL kinds run side by side (see `crate::sections`): each statement
-    // keeps about one core busy, so the SQL kinds take a section together, one task each.
-    let sections = Sections::per_core();
-    let by_sql = {
-        let (ctx, params) = (ctx.clone(), params.clone());
-        let statements: Vec<(u8, String)> = EDGE_KINDS
-            .iter()
-            .take(SQL_EDGE_KINDS)
-            .enumerate()
-            .map(|(k, name)| (k as u8, edges_sql(options, name)))
-            .collect();
-        sections.spawn(async move {
-            let kinds: Vec<_> = statements
-                .into_iter()
-                .map(|(kind, sql)| {
-                    let (ctx, params) = (ctx.clone(), params.clone());
-                    crate::sections::beside(async move { sql_edges(&ctx, &sql, params, kind).await })
-                })
-                .collect();
-            let mut pairs = Vec::new();
-            for kind in kinds {
-                pairs.extend(kind.result().await?);
-            }
-            Ok(pairs)
-        })
-    };
-    let by_pass = {
-        let (ctx, params) = (ctx.clone(), params.clone());
-        let (trigger_ms, gap_ms, window_start) = (options.trigger_window_ms, options.episode_gap_ms, options.window.0);
-        sections.spawn(async move {
-            let watch = SQL_EDGE_KINDS as u8;
-            let mut pairs = Vec::new();
-            watch_edges(&ctx, &params, window_start, trigger_ms, gap_ms, &mut |from, to| pairs.push((from, to, watch)))
-                .await?;
-            Ok(pairs)
-        })
-    };
-    let mut pairs: Vec<(u64, u64, u8)> = Vec::new();
-    for section in [by_sql, by_pass] {
-        pairs.extend(section.result().await?);
-    }
+    // Every kind from one pass over the session in order; a large session's edges are millions,
+    // held here as (from, to, kind) only. Of the edges of one pair, the strongest kind (first in
+    // EDGE_KINDS) stays.
+    let mut pairs = pass_edges(ctx, &params, options).await?;
     pairs.sort_unstable();
     pairs.dedup_by_key(|(f, t, _)| (*f, *t));
     pairs.shrink_to_fit();
@@ -459,40 +425,28 @@ async fn causality_once(
     })
 }
 
-/// The (from, to, `kind`) pairs of one kind's edges, from its statement `sql` with `params`.
-async fn sql_edges(
-    ctx: &SessionContext,
-    sql: &str,
-    params: Vec<ScalarValue>,
-    kind: u8,
-) -> Result<Vec<(u64, u64, u8)>, QueryError> {
-    let mut pairs = Vec::new();
-    let mut stream = frame(ctx, sql, params).await?.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let (from, to) = (Ints::of(&batch, "from_index")?, Ints::of(&batch, "to_index")?);
-        for row in 0..batch.num_rows() {
-            let (Some(f), Some(t)) = (from.get(row), to.get(row)) else { continue };
-            pairs.push((f.max(0) as u64, t.max(0) as u64, kind));
-        }
-    }
-    Ok(pairs)
-}
-
-/// Hands each `watch` edge of the session and window in `params` to `sink`, from the session's
-/// operations streamed in order (see [`watch`]).
-async fn watch_edges(
+/// Every edge of the session and window in `params`, as (from write's index, to write's index,
+/// kind: its position in [`EDGE_KINDS`]), from the session's operations streamed in order: the
+/// `watch` edges by [`watch`], the `rv` and `owner` edges by [`version_edges`].
+async fn pass_edges(
     ctx: &SessionContext,
     params: &[ScalarValue],
-    window_start: Option<i64>,
-    trigger_window_ms: u64,
-    episode_gap_ms: u64,
-    sink: &mut impl FnMut(u64, u64),
-) -> Result<(), QueryError> {
-    let mut pass = watch::WatchEdges::new(trigger_window_ms, episode_gap_ms);
+    options: &CausalityOptions,
+) -> Result<Vec<(u64, u64, u8)>, QueryError> {
+    let mut watch_pass = watch::WatchEdges::new(options.trigger_window_ms, options.episode_gap_ms);
+    let mut version_pass = version_edges::VersionEdges::new(options.trigger_window_ms);
+    let (mut by_watch, mut by_version) = (Vec::new(), Vec::new());
+    let mut watch_sink = |from, to| by_watch.push((from, to, WATCH_EDGE));
+    let mut version_sink = |from, to, kind| {
+        let kind = match kind {
+            version_edges::EdgeKind::Rv => RV_EDGE,
+            version_edges::EdgeKind::Owner => OWNER_EDGE,
+        };
+        by_version.push((from, to, kind));
+    };
     // The steps stream in session order: a step's index is the operations before the window plus
     // its position in the stream. A window without a start has none before it.
-    let mut index = match window_start {
+    let mut index = match options.window.0 {
         None => 0,
         Some(_) => {
             let before = collect(ctx, STEPS_BEFORE_SQL, params[..2].to_vec()).await?;
@@ -507,6 +461,12 @@ async fn watch_edges(
             (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
         let (received, completed) = (Micros::of(&batch, "received_at")?, Micros::of(&batch, "completed_at")?);
         let is_write = Bools::of(&batch, "is_write")?;
+        let (uid, version, base) = (
+            Strings::of(&batch, "uid")?,
+            Strings::of(&batch, "resource_version")?,
+            Strings::of(&batch, "base_resource_version")?,
+        );
+        let owners = StringLists::of(&batch, "owner_uids")?;
         for row in 0..batch.num_rows() {
             let i = index;
             index += 1;
@@ -515,22 +475,39 @@ async fn watch_edges(
                 continue;
             };
             let object = match (kind.get(row), name.get(row)) {
-                (Some(k), Some(n)) => Some(pass.object(k, namespace.get(row).unwrap_or(""), n)),
+                (Some(k), Some(n)) => Some(watch_pass.object(k, namespace.get(row).unwrap_or(""), n)),
                 _ => None,
             };
             let step = watch::Step {
                 index: i,
-                actor: pass.actor(a),
+                actor: watch_pass.actor(a),
                 object,
                 received_at,
                 completed_at: completed.get(row),
                 is_write: is_write.get(row).unwrap_or(false),
             };
-            pass.push(step, sink).map_err(|e| QueryError::Data(e.to_string()))?;
+            watch_pass.push(step, &mut watch_sink).map_err(|e| QueryError::Data(e.to_string()))?;
+            if step.is_write {
+                let mut owner_uids = Vec::new();
+                owners.each(row, |owner| owner_uids.push(version_pass.uid(owner)));
+                let write = version_edges::Write {
+                    index: i,
+                    actor: step.actor,
+                    received_at,
+                    completed_at: step.completed_at,
+                    uid: uid.get(row).map(|u| version_pass.uid(u)),
+                    resource_version: version.get(row).map(Into::into),
+                    base_resource_version: base.get(row).map(Into::into),
+                    owner_uids,
+                };
+                version_pass.push(write, &mut version_sink);
+            }
         }
     }
-    pass.finish(sink);
-    Ok(())
+    watch_pass.finish(&mut watch_sink);
+    version_pass.finish(&mut version_sink);
+    by_version.append(&mut by_watch);
+    Ok(by_version)
 }
 
 /// The writes at `indexes` (sorted, distinct) of `session`, in index order.
@@ -727,7 +704,7 @@ mod tests {
     #[test]
     fn each_kind_reads_only_its_own_edges() {
         let options = CausalityOptions::default();
-        for kind in EDGE_KINDS.into_iter().take(SQL_EDGE_KINDS) {
+        for kind in EDGE_KINDS {
             let sql = edges_sql(&options, kind);
             assert!(sql.contains(&format!("SELECT from_index, to_index FROM {kind}_edges")), "{kind}: {sql}");
             assert!(!sql.contains(crate::views::CAUSAL_EDGES_RESULT), "{kind} still returns every kind");

@@ -84,6 +84,31 @@ impl Bools {
     }
 }
 
+/// The list-of-text column `name`.
+pub(crate) struct StringLists(ArrayRef);
+
+impl StringLists {
+    pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
+        let item = Arc::new(datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true));
+        Ok(StringLists(column_as(batch, name, &DataType::List(item))?))
+    }
+
+    /// The texts of the list at `row` (none for a null list; null items left out).
+    pub(crate) fn each(&self, row: usize, mut visit: impl FnMut(&str)) {
+        let lists = self.0.as_list::<i32>();
+        if lists.is_null(row) {
+            return;
+        }
+        let items = lists.value(row);
+        let texts = items.as_string::<i32>();
+        for i in 0..texts.len() {
+            if !texts.is_null(i) {
+                visit(texts.value(i));
+            }
+        }
+    }
+}
+
 /// The timestamp column `name`, in microseconds since the epoch.
 pub(crate) struct Micros(ArrayRef);
 

@@ -92,11 +92,11 @@ all_edges AS (
     UNION ALL SELECT * FROM watch_edges
 ),
 -- The strongest edge of each pair. Within one kind a pair has one edge: the evidence is the "from"
--- write's version (rv), uid (owner) or object (watch). `analyze causality` computes the rv and
--- owner edges one kind per statement, replacing the statement below with
--- `SELECT from_index, to_index FROM <kind>_edges`; it finds the watch edges in one pass over the
--- session in order (query/src/causality/watch.rs, same meaning), keeps the strongest edge of each
--- pair itself, and takes the evidence from the "from" write.
+-- write's version (rv), uid (owner) or object (watch). `analyze causality` finds every kind in one
+-- pass over the session in order (query/src/causality/watch.rs and version_edges.rs, same
+-- meaning), keeps the strongest edge of each pair itself, and takes the evidence from the "from"
+-- write; the benchmarks give other engines one statement per kind, the statement below replaced
+-- with `SELECT from_index, to_index FROM <kind>_edges`.
 strongest AS (
     SELECT session_id, from_index, to_index, edge, evidence
     FROM (

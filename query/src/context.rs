@@ -199,10 +199,11 @@ pub enum TextColumns {
     AsDocumented,
     /// The identity columns (verb, kind, names, actor, ...) as `Utf8View`, for a command whose
     /// answer goes through [`crate::values`] and never shows an Arrow type, and that aggregates
-    /// into a few groups without sorting or joining: `kubestep sessions`. Same values, less work:
-    /// see [`scan_schema`]. Not for the analyses: sorts, windows and joins count the dictionary
-    /// page a view points into once per batch they hold, and at 10M operations `analyze` then ran
-    /// out of its memory limit in two runs of three.
+    /// into a few groups or streams the session in its order without sorting or joining much:
+    /// `kubestep sessions`, `analyze causality` (merging the files in order moves 16-byte views
+    /// instead of the text). Same values, less work: see [`scan_schema`]. Not for `analyze`:
+    /// sorts, windows and joins count the dictionary page a view points into once per batch they
+    /// hold, and at 10M operations `analyze` then ran out of its memory limit in two runs of three.
     AsViews,
 }
 

@@ -19,17 +19,33 @@ fn column_as(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef,
     cast(column, to).map_err(|e| QueryError::Data(format!("column {name}: {e}")))
 }
 
-/// The text column `name`.
-pub(crate) struct Strings(ArrayRef);
+/// The text column `name`: `Utf8View` read as it is (no copy), any other type as `Utf8`.
+pub(crate) enum Strings {
+    Plain(ArrayRef),
+    Views(ArrayRef),
+}
 
 impl Strings {
     pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
-        Ok(Strings(column_as(batch, name, &DataType::Utf8)?))
+        let column =
+            batch.column_by_name(name).ok_or_else(|| QueryError::Data(format!("no column {name} in the result")))?;
+        if column.data_type() == &DataType::Utf8View {
+            return Ok(Strings::Views(Arc::clone(column)));
+        }
+        Ok(Strings::Plain(column_as(batch, name, &DataType::Utf8)?))
     }
 
     pub(crate) fn get(&self, row: usize) -> Option<&str> {
-        let a = self.0.as_string::<i32>();
-        (!a.is_null(row)).then(|| a.value(row))
+        match self {
+            Strings::Plain(column) => {
+                let a = column.as_string::<i32>();
+                (!a.is_null(row)).then(|| a.value(row))
+            }
+            Strings::Views(column) => {
+                let a = column.as_string_view();
+                (!a.is_null(row)).then(|| a.value(row))
+            }
+        }
     }
 
     /// The value, or `""` for null.

@@ -99,7 +99,7 @@ pub fn run(args: CausalityArgs) -> anyhow::Result<ExitCode> {
         whole_graph: matches!(args.format, CausalityFormat::Json),
     };
     block_on(async {
-        let ctx = open_on(&args.data, &args.engine, TextColumns::AsDocumented).await?;
+        let ctx = open_on(&args.data, &args.engine, TextColumns::AsViews).await?;
         ensure_session(&ctx, &args.data.data, &args.session).await?;
         let report = causality(&ctx, &args.session, &options).await?;
         match args.format {

@@ -27,8 +27,10 @@ counted AS (
             RANGE BETWEEN INTERVAL '{hot_window_seconds} seconds' PRECEDING AND CURRENT ROW
         ) AS in_window
     -- `busy` first: a hash join holds its left side, which cannot spill, and `busy` is the small one.
+    -- It has one row per pair, so this inner join keeps each write of a busy pair once, as a semi
+    -- join would; written as a plain join, other engines (DuckDB) read the view too.
     FROM busy b
-    RIGHT SEMI JOIN successful s
+    JOIN successful s
         ON s.session_id = b.session_id
         AND (s.actor_id IS NOT DISTINCT FROM b.actor_id)
         AND (s.kind IS NOT DISTINCT FROM b.kind)

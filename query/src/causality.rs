@@ -29,7 +29,7 @@ use futures::StreamExt;
 /// computed, so that operations outside the window never count.
 const EDGES_SCOPE: &str = "WHERE session_id = $1 AND received_at >= $2 AND received_at <= $3";
 const NODES_SQL: &str = include_str!("../sql/causal_nodes.sql");
-/// The session in order, narrowed to what the watch pass ([`watch`]) needs.
+/// The session in order, narrowed to what the pass over it needs ([`watch`], [`version_edges`]).
 pub const STEPS_SQL: &str = include_str!("../sql/causal_steps.sql");
 /// How many operations of the session come before the window: the first step's index.
 const STEPS_BEFORE_SQL: &str = include_str!("../sql/causal_steps_before.sql");

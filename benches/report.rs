@@ -15,7 +15,9 @@
 //! - queries: every query command as a user runs it (the release binary: median wall time of 3 and
 //!   peak RSS), next to DuckDB running the very statements that command ran (captured from its SQL
 //!   log, `kubestep_query::sql`; where `analyze causality` streams the session into its own pass
-//!   for its edges, DuckDB runs the view's SQL of each kind of edge) over the same Parquet files (median
+//!   for its edges, DuckDB runs the view's SQL of each kind of edge, and where `analyze` streams the
+//!   successful writes for its hot-loop and fight candidates, the `hot_loops` and
+//!   `fight_candidates` views) over the same Parquet files (median
 //!   of 3 on one connection, and for commands under 2 s also from a new connection each run), and over
 //!   the raw JSON lines shaped by
 //!   `benches/report/operations_from_json.sql` (up to `KUBESTEP_REPORT_JSON_QUERY_MAX` events,
@@ -432,6 +434,15 @@ fn run_queries(commands: &mut [QueryCommand]) {
         c.statements = std::mem::take(&mut c.statements)
             .into_iter()
             .flat_map(|statement| {
+                // Likewise `analyze` finds its hot-loop and fight candidates in a pass over the
+                // session's successful writes: DuckDB gets the two views for the session.
+                if statement["sql"].as_str() == Some(kubestep_query::candidates::SUCCESSFUL_WRITES_SQL) {
+                    let options = kubestep_query::behaviour::BehaviourOptions::default();
+                    return kubestep_query::candidates::views_sql(&options)
+                        .into_iter()
+                        .map(|sql| json!({ "sql": sql, "params": statement["params"].clone() }))
+                        .collect();
+                }
                 if statement["sql"].as_str() == Some(kubestep_query::causality::STEPS_SQL) {
                     kubestep_query::causality::EDGE_KINDS
                         .iter()

@@ -356,3 +356,90 @@ fn the_behaviour_views_answer_plain_sql() {
     let kinds = rows(&data, "SELECT DISTINCT edge FROM causal_edges ORDER BY edge");
     assert_eq!(kinds, vec![vec!["owner".to_owned()], vec!["rv".to_owned()], vec!["watch".to_owned()]]);
 }
+
+/// `analyze` finds hot-loop and fight candidates in one pass over the writes instead of asking
+/// the views; for every session (a scenario's and the real samples') and several thresholds, the
+/// pass gives the views' rows, in the views' order.
+#[test]
+fn the_candidates_pass_gives_the_views_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, _) = simulate(tmp.path(), "mixed", "9", &["--events", "20000"]);
+    let data = tmp.path().join("data");
+    assert!(import(&data, &[&log], &["-q", "--session", "m"]).status.success());
+    let samples = sample_files();
+    let samples: Vec<&std::path::Path> = samples.iter().map(|p| p.as_path()).collect();
+    // Some sample files hold lines that are not events; the rest are stored.
+    import(&data, &samples, &["-q"]);
+    // The sessions with a few writes at least (most sample files are a handful of events).
+    let sessions =
+        rows(&data, "SELECT session_id FROM writes GROUP BY session_id HAVING count(*) >= 5 ORDER BY session_id");
+    assert!(sessions.len() > 2, "{sessions:?}");
+
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "NULL".to_owned());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut compared = (0, 0);
+    for (hot_writes, hot_window_s, fight_turns) in [(10, 60, 4), (3, 5, 2), (2, 0, 1)] {
+        let options =
+            kubestep_query::behaviour::BehaviourOptions { hot_writes, hot_window_s, fight_turns, ..Default::default() };
+        let thresholds =
+            [("hot_writes", hot_writes), ("hot_window_seconds", hot_window_s), ("fight_turns", fight_turns)];
+        let hot_sql = kubestep_query::views::fill(kubestep_query::views::HOT_LOOPS, &thresholds);
+        let fight_sql = kubestep_query::views::fill(kubestep_query::views::FIGHT_CANDIDATES, &thresholds);
+        for session in sessions.iter().map(|s| &s[0]) {
+            let found = runtime.block_on(async {
+                let ctx = kubestep_query::open_recording(&data).await.expect("opening the recording");
+                kubestep_query::candidates::find(&ctx, session, &options, true, true).await.expect("the pass")
+            });
+            let hot: Vec<Vec<String>> = found
+                .hot_loops
+                .iter()
+                .map(|h| {
+                    vec![
+                        text(&h.actor_id),
+                        text(&h.kind),
+                        text(&h.namespace),
+                        h.name.clone(),
+                        h.writes.to_string(),
+                        h.peak_in_window.to_string(),
+                        h.first_us.to_string(),
+                        h.last_us.to_string(),
+                    ]
+                })
+                .collect();
+            let hot_view = rows(
+                &data,
+                &format!(
+                    "SELECT actor_id, kind, namespace, name, writes, peak_in_window, CAST(first_at AS BIGINT), \
+                     CAST(last_at AS BIGINT) FROM ({hot_sql}) WHERE session_id = '{session}' \
+                     ORDER BY writes DESC, actor_id, kind, namespace, name"
+                ),
+            );
+            assert_eq!(hot, hot_view, "hot loops of {session} at {thresholds:?}");
+            let fights: Vec<Vec<String>> = found
+                .fights
+                .iter()
+                .map(|f| {
+                    vec![
+                        text(&f.kind),
+                        text(&f.namespace),
+                        f.name.clone(),
+                        f.turns.to_string(),
+                        f.first_us.to_string(),
+                        f.last_us.to_string(),
+                    ]
+                })
+                .collect();
+            let fight_view = rows(
+                &data,
+                &format!(
+                    "SELECT kind, namespace, name, turns, CAST(first_at AS BIGINT), CAST(last_at AS BIGINT) \
+                     FROM ({fight_sql}) WHERE session_id = '{session}' ORDER BY turns DESC, kind, namespace, name"
+                ),
+            );
+            assert_eq!(fights, fight_view, "fight candidates of {session} at {thresholds:?}");
+            compared.0 += hot.len();
+            compared.1 += fights.len();
+        }
+    }
+    assert!(compared.0 > 60 && compared.1 > 40, "rows compared (hot loops, fights): {compared:?}");
+}

@@ -249,11 +249,13 @@ async fn analyze_once(
     let (hot, fights) = (options.hot_loops, options.fights);
     let behaviour = (hot || fights).then(|| {
         let ((ctx, session), b) = (inputs(), b.clone());
-        sections.spawn(async move { behaviour::hot_loops_and_fights(&ctx, &session, &b, hot, fights).await })
+        sections.spawn("hot loops and fights", async move {
+            behaviour::hot_loops_and_fights(&ctx, &session, &b, hot, fights).await
+        })
     });
     let conflicts = options.conflicts.then(|| {
         let ((ctx, session), b) = (inputs(), b.clone());
-        sections.spawn(async move { behaviour::unplaced_conflict_storms(&ctx, &session, &b).await })
+        sections.spawn("conflict storms", async move { behaviour::unplaced_conflict_storms(&ctx, &session, &b).await })
     });
     let wanted = WalkFor {
         loop_window: options.loops.then_some(options.window),
@@ -263,15 +265,15 @@ async fn analyze_once(
     };
     let positions = (options.loops || options.slow || options.errors || options.conflicts).then(|| {
         let (ctx, session) = inputs();
-        sections.spawn(async move { session_walk::walk(&ctx, &session, &wanted).await })
+        sections.spawn("session walk", async move { session_walk::walk(&ctx, &session, &wanted).await })
     });
     let errors = options.errors.then(|| {
         let (ctx, session) = inputs();
-        sections.spawn(async move { errors(&ctx, &session).await })
+        sections.spawn("errors", async move { errors(&ctx, &session).await })
     });
     let requeues = options.requeues.then(|| {
         let ((ctx, session), b) = (inputs(), b.clone());
-        sections.spawn(async move { behaviour::requeues(&ctx, &session, &b).await })
+        sections.spawn("requeues", async move { behaviour::requeues(&ctx, &session, &b).await })
     });
 
     let found = match positions {

@@ -1,7 +1,9 @@
 //! What the controllers did wrong: hot loops, fights, conflict storms and error requeue loops.
 //!
-//! Candidates come from SQL (`hot_loops.sql`, the `fight_candidates` view, `conflict_storms.sql`,
-//! `error_requeues.sql`); the candidate objects' writes are then read in order, all candidates in
+//! Candidates of hot loops and fights come from one pass over the session's successful writes
+//! ([`crate::candidates`], which gives the `hot_loops` and `fight_candidates` views' rows); those of
+//! conflict storms and requeues from their views (`conflict_storms.sql`, `error_requeues.sql`).
+//! The hot-loop and fight candidate objects' writes are then read in order, all candidates in
 //! one statement (`object_writes.sql`), to compare consecutive versions of each object: which fields
 //! each write changed, and which of them flip back and forth between actors.
 
@@ -16,11 +18,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::QueryError;
+use crate::candidates::{self, FightCandidate, HotLoopCandidate};
 use crate::context::{collect, frame};
 use crate::diff::diff_values;
 use crate::session_walk::{self, ActorObject, FailureSpan, WalkFor};
 use crate::values::{Ints, Micros, Strings, format_time};
-use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, FIGHT_CANDIDATES, HOT_LOOPS, for_session, for_session_columns};
+use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, for_session, for_session_columns};
 
 const OBJECT_WRITES_SQL: &str = include_str!("../sql/object_writes.sql");
 const OBJECT_CONFLICTS_SQL: &str = include_str!("../sql/object_conflicts.sql");
@@ -270,24 +273,20 @@ pub async fn hot_loops_and_fights(
     want_hot_loops: bool,
     want_fights: bool,
 ) -> Result<(Option<Vec<HotLoop>>, Option<Vec<Fight>>), QueryError> {
-    // The two views are independent: the fights' runs beside the hot loops' (a task of its own,
-    // so each statement keeps a core busy).
-    let candidates = want_fights.then(|| {
-        let (ctx, session, o) = (ctx.clone(), session.to_owned(), o.clone());
-        crate::sections::beside(async move { fight_candidates(&ctx, &session, &o).await })
-    });
-    let mut loops = if want_hot_loops { hot_loop_rows(ctx, session, o).await? } else { Vec::new() };
-    let candidates = match candidates {
-        Some(candidates) => candidates.result().await?,
-        None => Vec::new(),
-    };
+    let began = std::time::Instant::now();
+    let found = candidates::find(ctx, session, o, want_hot_loops, want_fights).await?;
+    let mut loops: Vec<HotLoop> = found.hot_loops.into_iter().map(unclassified).collect();
+    let candidates = found.fights;
 
     let mut loops_by_object: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, hot) in loops.iter().enumerate() {
         loops_by_object.entry(object_key(&hot.kind, &hot.namespace, &hot.name)).or_default().push(i);
     }
-    let fight_keys: BTreeSet<String> = candidates.iter().map(|c| object_key(&c.kind, &c.namespace, &c.name)).collect();
+    let candidate_key =
+        |c: &FightCandidate| object_key(c.kind.as_deref().unwrap_or(""), c.namespace.as_deref().unwrap_or(""), &c.name);
+    let fight_keys: BTreeSet<String> = candidates.iter().map(candidate_key).collect();
     let keys: BTreeSet<String> = loops_by_object.keys().cloned().chain(fight_keys.iter().cloned()).collect();
+    tracing::debug!(elapsed_ms = began.elapsed().as_millis(), objects = keys.len(), "hot-loop and fight candidates");
 
     let mut fields: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); loops.len()];
     let mut trackers: HashMap<String, FlipTracker> = HashMap::new();
@@ -300,6 +299,7 @@ pub async fn hot_loops_and_fights(
         }
     })
     .await?;
+    tracing::debug!(elapsed_ms = began.elapsed().as_millis(), "versions compared");
     for (hot, fields) in loops.iter_mut().zip(fields) {
         finish_classification(hot, fields);
     }
@@ -308,13 +308,13 @@ pub async fn hot_loops_and_fights(
         trackers.into_iter().map(|(key, tracker)| (key, tracker.finish())).collect();
     let mut fights = Vec::new();
     for c in candidates {
-        let Some((fields, actors)) = flipping.remove(&object_key(&c.kind, &c.namespace, &c.name)) else { continue };
+        let Some((fields, actors)) = flipping.remove(&candidate_key(&c)) else { continue };
         if fields.is_empty() {
             continue;
         }
         fights.push(Fight {
-            kind: c.kind,
-            namespace: c.namespace,
+            kind: c.kind.unwrap_or_default(),
+            namespace: c.namespace.unwrap_or_default(),
             name: c.name,
             actors,
             turns: c.turns,
@@ -326,46 +326,25 @@ pub async fn hot_loops_and_fights(
     Ok((want_hot_loops.then_some(loops), want_fights.then_some(fights)))
 }
 
-/// The `hot_loops` view's rows for `session`, not yet classified.
-async fn hot_loop_rows(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<HotLoop>, QueryError> {
-    let sql = for_session(
-        HOT_LOOPS,
-        &[("hot_window_seconds", o.hot_window_s), ("hot_writes", o.hot_writes)],
-        "writes DESC, actor_id, kind, namespace, name",
-    );
-    let mut loops = Vec::new();
-    for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
-        let (actor, kind, ns, name) = (
-            Strings::of(&batch, "actor_id")?,
-            Strings::of(&batch, "kind")?,
-            Strings::of(&batch, "namespace")?,
-            Strings::of(&batch, "name")?,
-        );
-        let (writes, peak) = (Ints::of(&batch, "writes")?, Ints::of(&batch, "peak_in_window")?);
-        let (first, last) = (Micros::of(&batch, "first_at")?, Micros::of(&batch, "last_at")?);
-        for row in 0..batch.num_rows() {
-            let writes = writes.get(row).unwrap_or(0).max(0) as u64;
-            let (first_us, last_us) = (first.get(row).unwrap_or(0), last.get(row).unwrap_or(0));
-            let minutes = ((last_us - first_us) as f64 / 60e6).max(1.0 / 60.0);
-            loops.push(HotLoop {
-                actor_id: actor.text(row),
-                kind: kind.text(row),
-                namespace: ns.text(row),
-                name: name.text(row),
-                writes,
-                peak_in_window: peak.get(row).unwrap_or(0).max(0) as u64,
-                per_minute: (writes.saturating_sub(1) as f64 / minutes * 10.0).round() / 10.0,
-                first_at: format_time(first_us),
-                last_at: format_time(last_us),
-                class: String::new(),
-                spec_writes: 0,
-                status_writes: 0,
-                noop_writes: 0,
-                recurring_fields: Vec::new(),
-            });
-        }
+/// A hot-loop candidate as the report shows it, not yet classified.
+fn unclassified(c: HotLoopCandidate) -> HotLoop {
+    let minutes = ((c.last_us - c.first_us) as f64 / 60e6).max(1.0 / 60.0);
+    HotLoop {
+        actor_id: c.actor_id.unwrap_or_default(),
+        kind: c.kind.unwrap_or_default(),
+        namespace: c.namespace.unwrap_or_default(),
+        name: c.name,
+        writes: c.writes,
+        peak_in_window: c.peak_in_window,
+        per_minute: (c.writes.saturating_sub(1) as f64 / minutes * 10.0).round() / 10.0,
+        first_at: format_time(c.first_us),
+        last_at: format_time(c.last_us),
+        class: String::new(),
+        spec_writes: 0,
+        status_writes: 0,
+        noop_writes: 0,
+        recurring_fields: Vec::new(),
     }
-    Ok(loops)
 }
 
 /// Sorts one write of the loop into spec, status or no-op by comparing it with the version before
@@ -400,47 +379,6 @@ fn finish_classification(hot: &mut HotLoop, fields: BTreeMap<String, u64>) {
     recurring.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.path.cmp(&b.path)));
     recurring.truncate(10);
     hot.recurring_fields = recurring;
-}
-
-/// An object the `fight_candidates` view names: actors took turns writing it.
-struct FightCandidate {
-    kind: String,
-    namespace: String,
-    name: String,
-    turns: u64,
-    first_us: i64,
-    last_us: i64,
-}
-
-/// The `fight_candidates` view's rows for `session`.
-async fn fight_candidates(
-    ctx: &SessionContext,
-    session: &str,
-    o: &BehaviourOptions,
-) -> Result<Vec<FightCandidate>, QueryError> {
-    let sql = for_session(
-        FIGHT_CANDIDATES,
-        &[("hot_window_seconds", o.hot_window_s), ("fight_turns", o.fight_turns)],
-        "turns DESC, kind, namespace, name",
-    );
-    let mut candidates = Vec::new();
-    for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
-        let (kind, ns, name) =
-            (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
-        let turns = Ints::of(&batch, "turns")?;
-        let (first, last) = (Micros::of(&batch, "first_at")?, Micros::of(&batch, "last_at")?);
-        for row in 0..batch.num_rows() {
-            candidates.push(FightCandidate {
-                kind: kind.text(row),
-                namespace: ns.text(row),
-                name: name.text(row),
-                turns: turns.get(row).unwrap_or(0).max(0) as u64,
-                first_us: first.get(row).unwrap_or(0),
-                last_us: last.get(row).unwrap_or(0),
-            });
-        }
-    }
-    Ok(candidates)
 }
 
 /// One field's history on one object: who set it last, how often it changed hands, its values.

@@ -20,7 +20,9 @@
 //! - [`diff`]: what a write changed in its object, as field paths;
 //! - [`analyze`]: slow operations, errors and loops ([`loops`]); what needs each operation's
 //!   position comes from one ordered pass over the session (`session_walk`), the counts from SQL;
-//! - [`behaviour`]: hot loops, fights, conflict storms and error requeue loops;
+//! - [`behaviour`]: hot loops, fights, conflict storms and error requeue loops; the hot-loop and
+//!   fight candidates (the rows of their views) come from one ordered pass over the session's
+//!   successful writes ([`candidates`]);
 //! - [`causality`]: reconcile episodes, causality edges between writes, and chains;
 //! - [`report`]: everything the timeline page of a session shows (lanes, marks, density, diffs,
 //!   findings), as one value the binary renders.
@@ -29,6 +31,7 @@
 
 pub mod analyze;
 pub mod behaviour;
+pub mod candidates;
 pub mod causality;
 pub mod compact_views;
 pub mod consistency;

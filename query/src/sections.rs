@@ -16,6 +16,8 @@ use crate::QueryError;
 
 /// Starts the sections of one command, at most as many at once as there are cores.
 pub(crate) struct Sections {
+    /// When the command began: the debug log gives each section's start and end from here.
+    began: std::time::Instant,
     permits: Arc<Semaphore>,
     /// Fires when the section spawned last has its permit. The runtime polls new tasks in no set
     /// order (the newest often first), so each section queues for a permit only after the one
@@ -27,16 +29,22 @@ impl Sections {
     /// As many running sections at once as the machine has cores.
     pub(crate) fn per_core() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        Self { permits: Arc::new(Semaphore::new(cores)), previous_started: Mutex::new(None) }
+        Self {
+            began: std::time::Instant::now(),
+            permits: Arc::new(Semaphore::new(cores)),
+            previous_started: Mutex::new(None),
+        }
     }
 
     /// Starts `work` as soon as a core is free and every section spawned before it has started:
-    /// spawn the longest first.
+    /// spawn the longest first. `name` is for the debug log, which says when each section
+    /// started and ended (`KUBESTEP_LOG=kubestep_query::sections=debug`).
     pub(crate) fn spawn<T: Send + 'static>(
         &self,
+        name: &'static str,
         work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
     ) -> Section<T> {
-        let permits = Arc::clone(&self.permits);
+        let (permits, began) = (Arc::clone(&self.permits), self.began);
         let (started, next_waits_for) = oneshot::channel();
         let previous = self.previous_started.lock().unwrap_or_else(PoisonError::into_inner).replace(next_waits_for);
         Section(tokio::spawn(async move {
@@ -46,18 +54,12 @@ impl Sections {
             }
             let _permit = permits.acquire_owned().await;
             let _ = started.send(());
-            work.await
+            let started_ms = began.elapsed().as_millis();
+            let result = work.await;
+            tracing::debug!(section = name, started_ms, ended_ms = began.elapsed().as_millis(), "section done");
+            result
         }))
     }
-}
-
-/// Starts `work` at once, without waiting for a core: for a part of a section that already holds
-/// one (two independent statements of one section, side by side), where waiting for a second
-/// permit could wait for ever.
-pub(crate) fn beside<T: Send + 'static>(
-    work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
-) -> Section<T> {
-    Section(tokio::spawn(work))
 }
 
 /// A running section. Dropping it (when another section failed first) stops it.

@@ -1,0 +1,335 @@
+//! The objects worth comparing version by version: the rows of the `hot_loops` and
+//! `fight_candidates` views, found in one ordered pass over a session's successful writes.
+//!
+//! The views say in SQL what a hot loop and a fight candidate are, and users query them. Asked of
+//! the engine, the two read the session's writes three times (the hot loops' view joins its busy
+//! pairs back to the writes) and sort them by object for the fights' `lag`. `analyze` instead
+//! streams the successful writes once, in session order and without their bodies
+//! (`successful_writes.sql`), and this pass counts, per actor and object, the most writes within
+//! the window, and per object the turns: an update or patch by another actor than the update or
+//! patch before it, within the window. Tests hold the pass to the views' answers.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
+
+use crate::QueryError;
+use crate::behaviour::BehaviourOptions;
+use crate::context::frame;
+use crate::values::{Bools, Micros, Strings};
+use crate::views::{FIGHT_CANDIDATES, HOT_LOOPS, for_session};
+
+/// The statement the pass reads, public so the performance report can give DuckDB the views'
+/// SQL in its place.
+pub const SUCCESSFUL_WRITES_SQL: &str = include_str!("../sql/successful_writes.sql");
+
+/// The SQL that asks the engine what the pass finds: the `hot_loops` and `fight_candidates` views
+/// for one session (`$1`) with the thresholds of `o`, in the pass's orders. For comparisons (the
+/// performance report gives these to DuckDB in place of the pass's stream) and tests.
+pub fn views_sql(o: &BehaviourOptions) -> [String; 2] {
+    let thresholds =
+        [("hot_writes", o.hot_writes), ("hot_window_seconds", o.hot_window_s), ("fight_turns", o.fight_turns)];
+    [
+        for_session(HOT_LOOPS, &thresholds, "writes DESC, actor_id, kind, namespace, name"),
+        for_session(FIGHT_CANDIDATES, &thresholds, "turns DESC, kind, namespace, name"),
+    ]
+}
+
+/// A row of the `hot_loops` view: one actor's successful writes to one object, at least the
+/// threshold of them within one window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotLoopCandidate {
+    /// The actor (`None` where the view has null).
+    pub actor_id: Option<String>,
+    /// Kind.
+    pub kind: Option<String>,
+    /// Namespace (`None` for cluster-scoped objects).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// The actor's successful writes to the object in the session.
+    pub writes: u64,
+    /// The most of them within one window.
+    pub peak_in_window: u64,
+    /// The first write, microseconds since the epoch.
+    pub first_us: i64,
+    /// The last write.
+    pub last_us: i64,
+}
+
+/// A row of the `fight_candidates` view: an object actors took turns writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FightCandidate {
+    /// Kind.
+    pub kind: Option<String>,
+    /// Namespace (`None` for cluster-scoped objects).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Updates and patches by another actor than the one before, within the window.
+    pub turns: u64,
+    /// The first turn, microseconds since the epoch.
+    pub first_us: i64,
+    /// The last turn.
+    pub last_us: i64,
+}
+
+/// What one pass found, in the views' orders: hot loops by writes (most first), fight candidates
+/// by turns (most first), ties by actor and object.
+#[derive(Debug, Default)]
+pub struct Candidates {
+    /// The `hot_loops` view's rows for the session.
+    pub hot_loops: Vec<HotLoopCandidate>,
+    /// The `fight_candidates` view's rows for the session.
+    pub fights: Vec<FightCandidate>,
+}
+
+/// The successful writes of one actor to one object, received at these times (in order).
+struct PairWrites {
+    actor_id: Option<String>,
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: String,
+    times: Vec<i64>,
+}
+
+/// One object's updates and patches so far: who wrote it last and when, and its turns.
+struct ObjectTurns {
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: String,
+    /// The actor of the latest update or patch (`None` when that actor was null).
+    last_actor: Option<String>,
+    last_us: i64,
+    turns: u64,
+    first_turn_us: i64,
+    last_turn_us: i64,
+}
+
+impl ObjectTurns {
+    /// An object's first update or patch: no turn yet.
+    fn first(kind: Option<&str>, namespace: Option<&str>, name: &str, actor: Option<&str>, at: i64) -> Self {
+        Self {
+            kind: kind.map(str::to_owned),
+            namespace: namespace.map(str::to_owned),
+            name: name.to_owned(),
+            last_actor: actor.map(str::to_owned),
+            last_us: at,
+            turns: 0,
+            first_turn_us: at,
+            last_turn_us: at,
+        }
+    }
+
+    /// The next update or patch (in session order), by `actor` at `at`: a turn when another actor
+    /// than the last one wrote within `window_us` of it (a null actor is nobody's turn, as `<>`
+    /// with a null is not true in SQL).
+    fn update(&mut self, actor: Option<&str>, at: i64, window_us: i64) {
+        let other_actor = matches!((&self.last_actor, actor), (Some(last), Some(now)) if last != now);
+        if other_actor && at - self.last_us <= window_us {
+            if self.turns == 0 {
+                self.first_turn_us = at;
+            }
+            self.turns += 1;
+            self.last_turn_us = at;
+        }
+        match (&mut self.last_actor, actor) {
+            (Some(last), Some(now)) => {
+                if last != now {
+                    last.clear();
+                    last.push_str(now);
+                }
+            }
+            (last, now) => *last = now.map(str::to_owned),
+        }
+        self.last_us = at;
+    }
+}
+
+/// Appends `value` to a map key, null and empty kept apart (length-prefixed, so no text can fake
+/// a separator).
+fn push_key_part(key: &mut String, value: Option<&str>) {
+    match value {
+        None => key.push('-'),
+        Some(text) => {
+            // Writing to a String cannot fail.
+            let _ = write!(key, "{}:", text.len());
+            key.push_str(text);
+        }
+    }
+}
+
+/// Streams the successful writes of `session` once and finds the hot-loop candidates (when
+/// `hot_loops`) and fight candidates (when `fights`) with the thresholds of `o`.
+pub async fn find(
+    ctx: &SessionContext,
+    session: &str,
+    o: &BehaviourOptions,
+    hot_loops: bool,
+    fights: bool,
+) -> Result<Candidates, QueryError> {
+    if !hot_loops && !fights {
+        return Ok(Candidates::default());
+    }
+    let window_us = i64::try_from(o.hot_window_s.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    let mut pairs: HashMap<String, PairWrites> = HashMap::new();
+    let mut objects: HashMap<String, ObjectTurns> = HashMap::new();
+    let mut key = String::new();
+
+    let mut stream =
+        frame(ctx, SUCCESSFUL_WRITES_SQL, vec![ScalarValue::from(session)]).await?.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let (actor, kind, ns) =
+            (Strings::of(&batch, "actor_id")?, Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?);
+        let (name, received, is_update) =
+            (Strings::of(&batch, "name")?, Micros::of(&batch, "received_at")?, Bools::of(&batch, "is_update")?);
+        for row in 0..batch.num_rows() {
+            // The statement keeps named objects only; a write without a time has no place in a
+            // window (the views' windows order by it), so it counts for neither.
+            let (Some(name), Some(at)) = (name.get(row), received.get(row)) else { continue };
+            let (actor, kind, ns) = (actor.get(row), kind.get(row), ns.get(row));
+            key.clear();
+            push_key_part(&mut key, kind);
+            push_key_part(&mut key, ns);
+            push_key_part(&mut key, Some(name));
+            if fights && is_update.get(row) == Some(true) {
+                match objects.get_mut(key.as_str()) {
+                    Some(object) => object.update(actor, at, window_us),
+                    None => {
+                        objects.insert(key.clone(), ObjectTurns::first(kind, ns, name, actor, at));
+                    }
+                }
+            }
+            if hot_loops {
+                push_key_part(&mut key, actor);
+                match pairs.get_mut(key.as_str()) {
+                    Some(pair) => pair.times.push(at),
+                    None => {
+                        pairs.insert(
+                            key.clone(),
+                            PairWrites {
+                                actor_id: actor.map(str::to_owned),
+                                kind: kind.map(str::to_owned),
+                                namespace: ns.map(str::to_owned),
+                                name: name.to_owned(),
+                                times: vec![at],
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    let mut found = Candidates::default();
+    for pair in pairs.into_values() {
+        let peak = peak_in_window(&pair.times, window_us);
+        if peak < o.hot_writes {
+            continue;
+        }
+        found.hot_loops.push(HotLoopCandidate {
+            writes: pair.times.len() as u64,
+            peak_in_window: peak,
+            first_us: pair.times.first().copied().unwrap_or(0),
+            last_us: pair.times.last().copied().unwrap_or(0),
+            actor_id: pair.actor_id,
+            kind: pair.kind,
+            namespace: pair.namespace,
+            name: pair.name,
+        });
+    }
+    found.hot_loops.sort_by(|a, b| {
+        b.writes
+            .cmp(&a.writes)
+            .then_with(|| nulls_last(&a.actor_id, &b.actor_id))
+            .then_with(|| nulls_last(&a.kind, &b.kind))
+            .then_with(|| nulls_last(&a.namespace, &b.namespace))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    found.fights = objects
+        .into_values()
+        .filter(|object| object.turns > 0 && object.turns >= o.fight_turns)
+        .map(|object| FightCandidate {
+            kind: object.kind,
+            namespace: object.namespace,
+            name: object.name,
+            turns: object.turns,
+            first_us: object.first_turn_us,
+            last_us: object.last_turn_us,
+        })
+        .collect();
+    found.fights.sort_by(|a, b| {
+        b.turns
+            .cmp(&a.turns)
+            .then_with(|| nulls_last(&a.kind, &b.kind))
+            .then_with(|| nulls_last(&a.namespace, &b.namespace))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    Ok(found)
+}
+
+/// SQL's ascending order with nulls last (the engine's default).
+fn nulls_last(a: &Option<String>, b: &Option<String>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.cmp(b),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    }
+}
+
+/// The most of `times` (ascending) within any `window_us` ending at one of them, as the view's
+/// `RANGE BETWEEN window PRECEDING AND CURRENT ROW` counts: both ends included, and a write
+/// counts every write received in the same microsecond (its peers), even those after it.
+fn peak_in_window(times: &[i64], window_us: i64) -> u64 {
+    let (mut peak, mut oldest, mut i) = (0, 0, 0);
+    while i < times.len() {
+        let now = times[i];
+        let mut last_peer = i;
+        while last_peer + 1 < times.len() && times[last_peer + 1] == now {
+            last_peer += 1;
+        }
+        while times[oldest] < now.saturating_sub(window_us) {
+            oldest += 1;
+        }
+        peak = peak.max(last_peer - oldest + 1);
+        i = last_peer + 1;
+    }
+    peak as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ObjectTurns, peak_in_window};
+
+    #[test]
+    fn a_turn_is_another_actor_within_the_window() {
+        let mut object = ObjectTurns::first(Some("ConfigMap"), None, "a", Some("x"), 0);
+        object.update(Some("x"), 10, 60); // the same actor: no turn
+        object.update(Some("y"), 70, 60); // 60 after x's last write: the window's end counts
+        object.update(Some("x"), 131, 60); // 61 after: too late
+        object.update(None, 140, 60); // nobody's turn
+        object.update(Some("y"), 150, 60); // after a null actor: not a turn either
+        object.update(Some("x"), 150, 60);
+        assert_eq!((object.turns, object.first_turn_us, object.last_turn_us), (2, 70, 150));
+    }
+
+    #[test]
+    fn the_peak_counts_both_ends_of_the_window() {
+        assert_eq!(peak_in_window(&[0, 60, 120], 60), 2);
+        assert_eq!(peak_in_window(&[0, 61, 122], 60), 1);
+        assert_eq!(peak_in_window(&[0, 10, 20, 30, 100], 30), 4);
+    }
+
+    #[test]
+    fn writes_in_the_same_microsecond_count_each_other() {
+        // The first write at 5 already counts the second: peers are in each other's window.
+        assert_eq!(peak_in_window(&[5, 5], 0), 2);
+        assert_eq!(peak_in_window(&[0, 5, 5, 9], 4), 3);
+        assert_eq!(peak_in_window(&[], 60), 0);
+    }
+}

@@ -443,3 +443,99 @@ fn the_candidates_pass_gives_the_views_rows() {
     }
     assert!(compared.0 > 60 && compared.1 > 40, "rows compared (hot loops, fights): {compared:?}");
 }
+
+/// The errors section is counted by the session walk as the failures go by; for every session (a
+/// scenario's and the real samples') it says what plain SQL over the recording says.
+#[test]
+fn the_errors_section_counts_what_sql_counts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, _) = simulate(tmp.path(), "mixed", "4", &["--events", "8000"]);
+    let data = tmp.path().join("data");
+    assert!(import(&data, &[&log], &["-q", "--session", "m"]).status.success());
+    let samples = sample_files();
+    let samples: Vec<&std::path::Path> = samples.iter().map(|p| p.as_path()).collect();
+    import(&data, &samples, &["-q"]);
+    let d = data.display().to_string();
+    let sessions = rows(
+        &data,
+        "SELECT session_id FROM operations WHERE error IS NOT NULL GROUP BY session_id ORDER BY session_id",
+    );
+    assert!(sessions.len() > 2, "{sessions:?}");
+    let mut statuses_seen = std::collections::BTreeSet::new();
+    for session in sessions.iter().map(|s| &s[0]) {
+        let out = kubestep(&["analyze", "--session", session, "-d", &d, "--errors", "--format", "json"], None);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let report: Value = serde_json::from_slice(&out.stdout).expect("analysis JSON");
+        let errors = &report["errors"];
+        let failed = format!("FROM operations WHERE session_id = '{session}' AND error IS NOT NULL");
+        let total = count(&data, &format!("SELECT count(*) {failed}"));
+        assert_eq!(errors["total"], total, "{session}");
+        let by_type: Vec<Vec<String>> = errors["by_type"]
+            .as_object()
+            .expect("by_type")
+            .iter()
+            .map(|(k, v)| vec![k.clone(), v.to_string()])
+            .collect();
+        let sql_by_type =
+            rows(&data, &format!("SELECT coalesce(operation_type, ''), count(*) {failed} GROUP BY 1 ORDER BY 1"));
+        assert_eq!(by_type, sql_by_type, "{session}");
+        let by_status: Vec<Vec<String>> = errors["by_status"]
+            .as_array()
+            .expect("by_status")
+            .iter()
+            .map(|s| {
+                ["status_code", "reason", "count", "first_index", "last_index"]
+                    .iter()
+                    .map(|k| s[*k].as_str().map_or_else(|| s[*k].to_string(), str::to_owned))
+                    .collect()
+            })
+            .collect();
+        let sql_by_status = rows(
+            &data,
+            &format!(
+                "SELECT coalesce(status_code, 0), CASE status_code WHEN 409 THEN 'Conflict' WHEN 404 THEN 'NotFound' \
+                 WHEN 403 THEN 'Forbidden' WHEN 422 THEN 'Invalid' WHEN 401 THEN 'Unauthorized' \
+                 WHEN 429 THEN 'TooManyRequests' WHEN 500 THEN 'InternalError' WHEN 503 THEN 'ServiceUnavailable' \
+                 WHEN 504 THEN 'Timeout' ELSE coalesce('Status' || CAST(status_code AS VARCHAR), '') END, \
+                 count(*), min(\"index\"), max(\"index\") FROM indexed_operations \
+                 WHERE session_id = '{session}' AND error IS NOT NULL \
+                 GROUP BY status_code ORDER BY count(*) DESC, status_code"
+            ),
+        );
+        assert_eq!(by_status, sql_by_status, "{session}");
+        statuses_seen.extend(sql_by_status.into_iter().map(|s| s[0].clone()));
+        let by_actor: Vec<Vec<String>> = errors["by_actor"]
+            .as_array()
+            .expect("by_actor")
+            .iter()
+            .map(|a| vec![a["actor_id"].as_str().unwrap_or("?").to_owned(), a["count"].to_string()])
+            .collect();
+        let sql_by_actor = rows(
+            &data,
+            &format!(
+                "SELECT coalesce(actor_id, ''), count(*) {failed} GROUP BY actor_id ORDER BY count(*) DESC, actor_id"
+            ),
+        );
+        assert_eq!(by_actor, sql_by_actor, "{session}");
+        for (end, order) in [("first", "ASC"), ("last", "DESC")] {
+            let sql_end = rows(
+                &data,
+                &format!(
+                    "SELECT \"index\", coalesce(error, ''), coalesce(actor_id, '') FROM indexed_operations \
+                     WHERE session_id = '{session}' AND error IS NOT NULL ORDER BY \"index\" {order} LIMIT 1"
+                ),
+            );
+            let reported = &errors[end];
+            assert_eq!(
+                vec![
+                    reported["index"].to_string(),
+                    reported["message"].as_str().unwrap_or("?").to_owned(),
+                    reported["actor_id"].as_str().unwrap_or("?").to_owned()
+                ],
+                sql_end[0],
+                "{end} failure of {session}"
+            );
+        }
+    }
+    assert!(statuses_seen.len() >= 3, "statuses compared: {statuses_seen:?}");
+}

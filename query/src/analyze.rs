@@ -1,13 +1,13 @@
 //! `kubestep analyze SESSION`: slow operations, errors and loops.
 //!
-//! Loops, slow operations and where each failure status first and last happened come from one
-//! ordered pass over the session that counts positions as it goes (`session_walk`, loops by
-//! [`crate::loops`]); the error counts and the two ends of the failures are SQL (files in
-//! `query/sql/`). The sections run side by side (`sections`). The report keeps the seed's JSON fields
+//! Loops, slow operations and the errors section (counts by type, status and actor, where each
+//! status first and last happened, the first and last failure) come from one ordered pass over
+//! the session that counts positions as it goes (`session_walk`, loops by [`crate::loops`],
+//! errors by [`ErrorTally`]). The sections run side by side (`sections`). The report keeps the seed's JSON fields
 //! (`session_id`, `total_operations`, `slow_operations`, `loops_detected`, `errors{total,by_type}`)
 //! and adds its own beside them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -19,12 +19,6 @@ use crate::context::collect;
 use crate::loops::Loop;
 use crate::sections::Sections;
 use crate::session_walk::{self, FailureSpan, WalkFindings, WalkFor};
-use crate::values::{Ints, Strings};
-
-const ERRORS_BY_TYPE_SQL: &str = include_str!("../sql/errors_by_type.sql");
-const ERRORS_BY_STATUS_SQL: &str = include_str!("../sql/errors_by_status.sql");
-const ERRORS_BY_ACTOR_SQL: &str = include_str!("../sql/errors_by_actor.sql");
-const ERROR_EXTREMES_SQL: &str = include_str!("../sql/error_extremes.sql");
 
 /// At most this many slow operations and loops are listed in a report (the totals are exact).
 pub const MAX_LISTED: usize = 1000;
@@ -267,10 +261,6 @@ async fn analyze_once(
         let (ctx, session) = inputs();
         sections.spawn("session walk", async move { session_walk::walk(&ctx, &session, &wanted).await })
     });
-    let errors = options.errors.then(|| {
-        let (ctx, session) = inputs();
-        sections.spawn("errors", async move { errors(&ctx, &session).await })
-    });
     let requeues = options.requeues.then(|| {
         let ((ctx, session), b) = (inputs(), b.clone());
         sections.spawn("requeues", async move { behaviour::requeues(&ctx, &session, &b).await })
@@ -290,10 +280,7 @@ async fn analyze_once(
         report.loops_detected = loops.into_iter().take(MAX_LISTED).collect();
         report.loop_window = Some(options.window);
     }
-    if let Some(errors) = errors {
-        let spans = found.failures.unwrap_or_default();
-        report.errors = Some(errors.result().await?.placed(&spans));
-    }
+    report.errors = found.errors;
     if let Some(behaviour) = behaviour {
         (report.hot_loops, report.fights) = behaviour.result().await?;
     }
@@ -316,107 +303,110 @@ pub async fn detect_loops(ctx: &SessionContext, session: &str, window: usize) ->
     Ok(session_walk::walk(ctx, session, &wanted).await?.loops.unwrap_or_default())
 }
 
-/// The errors section before the session walk placed it: counts, and the two ends without their
-/// indexes.
-struct UnplacedErrors {
-    report: ErrorReport,
-    /// The status code of each `report.by_status` entry as stored (`None` when there was none).
-    statuses: Vec<Option<i64>>,
+/// The errors section as the session walk builds it, one failed operation at a time.
+#[derive(Debug, Default)]
+pub(crate) struct ErrorTally {
+    total: u64,
+    by_type: BTreeMap<String, u64>,
+    /// Per status code: how many, and the first and last position.
+    by_status: BTreeMap<Option<i64>, (u64, FailureSpan)>,
+    by_actor: HashMap<String, u64>,
+    /// Failures of no known actor.
+    without_actor: u64,
+    first: Option<FailedOperation>,
+    last: Option<FailedOperation>,
 }
 
-impl UnplacedErrors {
-    /// The report with each status's first and last index, and the ends' indexes, from the walk.
-    fn placed(self, spans: &BTreeMap<Option<i64>, FailureSpan>) -> ErrorReport {
-        let mut report = self.report;
-        for (count, status) in report.by_status.iter_mut().zip(&self.statuses) {
-            if let Some(span) = spans.get(status) {
-                (count.first_index, count.last_index) = (span.first_index, span.last_index);
+impl ErrorTally {
+    /// Counts one failed operation, at `position` in the session order.
+    pub(crate) fn count(&mut self, position: u64, operation_type: &str, status: Option<i64>, actor: Option<&str>) {
+        self.total += 1;
+        match self.by_type.get_mut(operation_type) {
+            Some(n) => *n += 1,
+            None => {
+                self.by_type.insert(operation_type.to_owned(), 1);
             }
         }
-        let first_index = spans.values().map(|s| s.first_index).min();
-        let last_index = spans.values().map(|s| s.last_index).max();
-        report.first = report.first.zip(first_index).map(|(end, index)| FailedOperation {
-            index,
-            sequence_number: index + 1,
-            ..end
-        });
-        report.last = report.last.zip(last_index).map(|(end, index)| FailedOperation {
-            index,
-            sequence_number: index + 1,
-            ..end
-        });
-        report
+        self.by_status
+            .entry(status)
+            .and_modify(|(n, span)| {
+                *n += 1;
+                span.last_index = position;
+            })
+            .or_insert((1, FailureSpan { first_index: position, last_index: position }));
+        match actor {
+            None => self.without_actor += 1,
+            Some(actor) => match self.by_actor.get_mut(actor) {
+                Some(n) => *n += 1,
+                None => {
+                    self.by_actor.insert(actor.to_owned(), 1);
+                }
+            },
+        }
+    }
+
+    /// Whether the first failure is still to be kept.
+    pub(crate) fn wants_first(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// A failure counted so far, in session order: the first one kept stays the first, the latest
+    /// becomes the last.
+    pub(crate) fn keep_end(&mut self, failed: FailedOperation) {
+        if self.first.is_none() {
+            self.first = Some(failed.clone());
+        }
+        self.last = Some(failed);
+    }
+
+    /// The section: statuses and actors by count (most first; ties by code or actor, unknown last).
+    pub(crate) fn finish(self) -> ErrorReport {
+        let mut by_status: Vec<(Option<i64>, u64, FailureSpan)> =
+            self.by_status.into_iter().map(|(code, (n, span))| (code, n, span)).collect();
+        by_status.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| (a.0.is_none(), a.0).cmp(&(b.0.is_none(), b.0))));
+        let mut by_actor: Vec<(Option<String>, u64)> = self.by_actor.into_iter().map(|(a, n)| (Some(a), n)).collect();
+        if self.without_actor > 0 {
+            by_actor.push((None, self.without_actor));
+        }
+        by_actor.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| (a.0.is_none(), &a.0).cmp(&(b.0.is_none(), &b.0))));
+        ErrorReport {
+            total: self.total,
+            by_type: self.by_type,
+            by_status: by_status
+                .into_iter()
+                .map(|(code, count, span)| StatusCount {
+                    status_code: code.unwrap_or(0),
+                    reason: reason(code),
+                    count,
+                    first_index: span.first_index,
+                    last_index: span.last_index,
+                })
+                .collect(),
+            by_actor: by_actor
+                .into_iter()
+                .map(|(actor, count)| ActorCount { actor_id: actor.unwrap_or_default(), count })
+                .collect(),
+            first: self.first,
+            last: self.last,
+        }
     }
 }
 
-async fn errors(ctx: &SessionContext, session: &str) -> Result<UnplacedErrors, QueryError> {
-    let id = || vec![ScalarValue::from(session)];
-    let mut report = ErrorReport {
-        total: 0,
-        by_type: BTreeMap::new(),
-        by_status: Vec::new(),
-        by_actor: Vec::new(),
-        first: None,
-        last: None,
-    };
-    let mut statuses = Vec::new();
-    for batch in collect(ctx, ERRORS_BY_TYPE_SQL, id()).await? {
-        let op = Strings::of(&batch, "operation_type")?;
-        let count = Ints::of(&batch, "count")?;
-        for row in 0..batch.num_rows() {
-            let n = count.get(row).unwrap_or(0) as u64;
-            report.total += n;
-            *report.by_type.entry(op.text(row)).or_default() += n;
-        }
+/// The Kubernetes reason of an HTTP status (`StatusReason` in the API machinery), or
+/// `Status<code>` for others.
+fn reason(status: Option<i64>) -> String {
+    let Some(code) = status else { return String::new() };
+    match code {
+        409 => "Conflict",
+        404 => "NotFound",
+        403 => "Forbidden",
+        422 => "Invalid",
+        401 => "Unauthorized",
+        429 => "TooManyRequests",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        other => return format!("Status{other}"),
     }
-    for batch in collect(ctx, ERRORS_BY_STATUS_SQL, id()).await? {
-        let (code, reason, count) =
-            (Ints::of(&batch, "status_code")?, Strings::of(&batch, "reason")?, Ints::of(&batch, "count")?);
-        for row in 0..batch.num_rows() {
-            statuses.push(code.get(row));
-            report.by_status.push(StatusCount {
-                status_code: code.get(row).unwrap_or(0),
-                reason: reason.text(row),
-                count: count.get(row).unwrap_or(0) as u64,
-                first_index: 0,
-                last_index: 0,
-            });
-        }
-    }
-    for batch in collect(ctx, ERRORS_BY_ACTOR_SQL, id()).await? {
-        let (actor, count) = (Strings::of(&batch, "actor_id")?, Ints::of(&batch, "count")?);
-        for row in 0..batch.num_rows() {
-            report.by_actor.push(ActorCount { actor_id: actor.text(row), count: count.get(row).unwrap_or(0) as u64 });
-        }
-    }
-    for batch in collect(ctx, ERROR_EXTREMES_SQL, id()).await? {
-        let end = Strings::of(&batch, "end")?;
-        let op = Strings::of(&batch, "operation_type")?;
-        let (kind, ns, name) =
-            (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
-        let (code, message, actor) =
-            (Ints::of(&batch, "status_code")?, Strings::of(&batch, "error")?, Strings::of(&batch, "actor_id")?);
-        for row in 0..batch.num_rows() {
-            // The index is the walk's to give (see `UnplacedErrors::placed`).
-            let failed = FailedOperation {
-                index: 0,
-                sequence_number: 0,
-                operation_type: op.text(row),
-                resource: resource_label(
-                    kind.get(row).unwrap_or(""),
-                    ns.get(row).unwrap_or(""),
-                    name.get(row).unwrap_or(""),
-                ),
-                status_code: code.get(row).unwrap_or(0),
-                message: message.text(row),
-                actor_id: actor.text(row),
-            };
-            if end.get(row) == Some("first") {
-                report.first = Some(failed);
-            } else {
-                report.last = Some(failed);
-            }
-        }
-    }
-    Ok(UnplacedErrors { report, statuses })
+    .to_owned()
 }

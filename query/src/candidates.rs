@@ -7,9 +7,11 @@
 //! streams the successful writes once, in session order and without their bodies
 //! (`successful_writes.sql`), and this pass counts, per actor and object, the most writes within
 //! the window, and per object the turns: an update or patch by another actor than the update or
-//! patch before it, within the window. Tests hold the pass to the views' answers.
+//! patch before it, within the window. Tests hold the pass to the views' answers. Memory grows
+//! with the actors and objects written, not with the writes: per actor and object the pass holds
+//! the times of one window, per object the latest update.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 
 use datafusion::prelude::SessionContext;
@@ -87,13 +89,16 @@ pub struct Candidates {
     pub fights: Vec<FightCandidate>,
 }
 
-/// The successful writes of one actor to one object, received at these times (in order).
+/// The successful writes of one actor to one object so far.
 struct PairWrites {
     actor_id: Option<String>,
     kind: Option<String>,
     namespace: Option<String>,
     name: String,
-    times: Vec<i64>,
+    writes: u64,
+    first_us: i64,
+    last_us: i64,
+    peak: WindowPeak,
 }
 
 /// One object's updates and patches so far: who wrote it last and when, and its turns.
@@ -206,36 +211,37 @@ pub async fn find(
             }
             if hot_loops {
                 push_key_part(&mut key, actor);
-                match pairs.get_mut(key.as_str()) {
-                    Some(pair) => pair.times.push(at),
-                    None => {
-                        pairs.insert(
-                            key.clone(),
-                            PairWrites {
-                                actor_id: actor.map(str::to_owned),
-                                kind: kind.map(str::to_owned),
-                                namespace: ns.map(str::to_owned),
-                                name: name.to_owned(),
-                                times: vec![at],
-                            },
-                        );
-                    }
-                }
+                let pair = match pairs.get_mut(key.as_str()) {
+                    Some(pair) => pair,
+                    None => pairs.entry(key.clone()).or_insert(PairWrites {
+                        actor_id: actor.map(str::to_owned),
+                        kind: kind.map(str::to_owned),
+                        namespace: ns.map(str::to_owned),
+                        name: name.to_owned(),
+                        writes: 0,
+                        first_us: at,
+                        last_us: at,
+                        peak: WindowPeak::default(),
+                    }),
+                };
+                pair.writes += 1;
+                pair.last_us = at;
+                pair.peak.push(at, window_us);
             }
         }
     }
 
     let mut found = Candidates::default();
     for pair in pairs.into_values() {
-        let peak = peak_in_window(&pair.times, window_us);
+        let peak = pair.peak.finish();
         if peak < o.hot_writes {
             continue;
         }
         found.hot_loops.push(HotLoopCandidate {
-            writes: pair.times.len() as u64,
+            writes: pair.writes,
             peak_in_window: peak,
-            first_us: pair.times.first().copied().unwrap_or(0),
-            last_us: pair.times.last().copied().unwrap_or(0),
+            first_us: pair.first_us,
+            last_us: pair.last_us,
             actor_id: pair.actor_id,
             kind: pair.kind,
             namespace: pair.namespace,
@@ -282,29 +288,49 @@ fn nulls_last(a: &Option<String>, b: &Option<String>) -> std::cmp::Ordering {
     }
 }
 
-/// The most of `times` (ascending) within any `window_us` ending at one of them, as the view's
-/// `RANGE BETWEEN window PRECEDING AND CURRENT ROW` counts: both ends included, and a write
-/// counts every write received in the same microsecond (its peers), even those after it.
-fn peak_in_window(times: &[i64], window_us: i64) -> u64 {
-    let (mut peak, mut oldest, mut i) = (0, 0, 0);
-    while i < times.len() {
-        let now = times[i];
-        let mut last_peer = i;
-        while last_peer + 1 < times.len() && times[last_peer + 1] == now {
-            last_peer += 1;
+/// The most writes within any window ending at a write, as the view's `RANGE BETWEEN window
+/// PRECEDING AND CURRENT ROW` counts them: both ends included, and a write counts every write
+/// received in the same microsecond (its peers), even those after it. Fed the times in order, it
+/// holds only those of the last window.
+#[derive(Debug, Default)]
+struct WindowPeak {
+    /// The times within the window that ends at the latest one.
+    window: VecDeque<i64>,
+    peak: u64,
+}
+
+impl WindowPeak {
+    /// The next write's time (never before the previous one).
+    fn push(&mut self, at: i64, window_us: i64) {
+        if let Some(&latest) = self.window.back()
+            && latest != at
+        {
+            // The writes received at `latest` are all in: their window is complete.
+            self.peak = self.peak.max(self.window.len() as u64);
         }
-        while times[oldest] < now.saturating_sub(window_us) {
-            oldest += 1;
+        while self.window.front().is_some_and(|&oldest| oldest < at.saturating_sub(window_us)) {
+            self.window.pop_front();
         }
-        peak = peak.max(last_peer - oldest + 1);
-        i = last_peer + 1;
+        self.window.push_back(at);
     }
-    peak as u64
+
+    /// The peak, once every write went by.
+    fn finish(&self) -> u64 {
+        self.peak.max(self.window.len() as u64)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{ObjectTurns, peak_in_window};
+    use super::{ObjectTurns, WindowPeak};
+
+    fn peak_in_window(times: &[i64], window_us: i64) -> u64 {
+        let mut peak = WindowPeak::default();
+        for &at in times {
+            peak.push(at, window_us);
+        }
+        peak.finish()
+    }
 
     #[test]
     fn a_turn_is_another_actor_within_the_window() {

@@ -1,20 +1,21 @@
 //! One ordered pass over a session for the sections of `kubestep analyze` that need positions.
 //!
-//! Loops, slow operations, the failures per status and conflict storms all report an operation's
-//! `index`, its
-//! position in the session order. Asking the engine for `indexed_operations` in each of them
+//! Loops, slow operations, the errors section and conflict storms all report an operation's
+//! `index`, its position in the session order. Asking the engine for `indexed_operations` in each of them
 //! numbers the whole session again every time (a window over every operation, plus merging the
 //! files in order). Instead, `session_walk.sql` streams the session once in that order, with a flag
 //! per section saying what each row counts for, and the walk counts positions as the rows go by.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 
 use crate::QueryError;
-use crate::analyze::{MAX_LISTED, SlowOperation, resource_label, whole_or_fractional_ms};
+use crate::analyze::{
+    ErrorReport, ErrorTally, FailedOperation, MAX_LISTED, SlowOperation, resource_label, whole_or_fractional_ms,
+};
 use crate::context::frame;
 use crate::loops::{Loop, LoopDetector};
 use crate::values::{Bools, Floats, Ints, Micros, Strings, format_time};
@@ -28,7 +29,8 @@ pub(crate) struct WalkFor {
     pub(crate) loop_window: Option<usize>,
     /// Slow operations: the threshold in milliseconds and whether watches count.
     pub(crate) slow: Option<(u64, bool)>,
-    /// The first and last position of each failure status.
+    /// The errors section: failures counted by type, status and actor, the first and last
+    /// position of each status, the first and last failure.
     pub(crate) failures: bool,
     /// The first and last position of each actor's 409s on each object.
     pub(crate) conflicts: bool,
@@ -52,8 +54,8 @@ pub(crate) struct WalkFindings {
     pub(crate) loops: Option<Vec<Loop>>,
     /// Slow operations in session order (at most [`MAX_LISTED`]) and how many there were.
     pub(crate) slow: Option<(Vec<SlowOperation>, u64)>,
-    /// First and last failure per status code.
-    pub(crate) failures: Option<BTreeMap<Option<i64>, FailureSpan>>,
+    /// The errors section.
+    pub(crate) errors: Option<ErrorReport>,
     /// First and last 409 per actor and object.
     pub(crate) conflicts: Option<HashMap<ActorObject, FailureSpan>>,
 }
@@ -68,7 +70,7 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
     ];
     let mut detector = wanted.loop_window.map(LoopDetector::new);
     let mut slow: Option<(Vec<SlowOperation>, u64)> = wanted.slow.map(|_| (Vec::new(), 0));
-    let mut failures: Option<BTreeMap<Option<i64>, FailureSpan>> = wanted.failures.then(BTreeMap::new);
+    let mut errors: Option<ErrorTally> = wanted.failures.then(ErrorTally::default);
     let mut conflicts: Option<HashMap<ActorObject, FailureSpan>> = wanted.conflicts.then(HashMap::new);
 
     let mut stream = frame(ctx, SESSION_WALK_SQL, params).await?.execute_stream().await?;
@@ -84,6 +86,22 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
             (Strings::of(&batch, "kind")?, Strings::of(&batch, "namespace")?, Strings::of(&batch, "name")?);
         let (duration, actor) = (Floats::of(&batch, "duration_ms")?, Strings::of(&batch, "actor_id")?);
         let (received, status) = (Micros::of(&batch, "received_at")?, Ints::of(&batch, "status_code")?);
+        let message = Strings::of(&batch, "error")?;
+        let failed_at = |row: usize, index: u64| FailedOperation {
+            index,
+            sequence_number: index + 1,
+            operation_type: op.text(row),
+            resource: resource_label(
+                kind.get(row).unwrap_or(""),
+                ns.get(row).unwrap_or(""),
+                name.get(row).unwrap_or(""),
+            ),
+            status_code: status.get(row).unwrap_or(0),
+            message: message.text(row),
+            actor_id: actor.text(row),
+        };
+        // The batch's last failure: only the session's last one is kept, copied once per batch.
+        let mut last_failed: Option<(usize, u64)> = None;
         for row in 0..batch.num_rows() {
             let position = index;
             index += 1;
@@ -117,13 +135,14 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
                     });
                 }
             }
-            if let Some(failures) = failures.as_mut()
+            if let Some(errors) = errors.as_mut()
                 && failed.get(row) == Some(true)
             {
-                failures
-                    .entry(status.get(row))
-                    .and_modify(|span| span.last_index = position)
-                    .or_insert(FailureSpan { first_index: position, last_index: position });
+                errors.count(position, op.get(row).unwrap_or(""), status.get(row), actor.get(row));
+                if errors.wants_first() {
+                    errors.keep_end(failed_at(row, position));
+                }
+                last_failed = Some((row, position));
             }
             if let Some(conflicts) = conflicts.as_mut()
                 && conflict.get(row) == Some(true)
@@ -134,6 +153,14 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
                     .or_insert(FailureSpan { first_index: position, last_index: position });
             }
         }
+        if let (Some(errors), Some((row, position))) = (errors.as_mut(), last_failed) {
+            errors.keep_end(failed_at(row, position));
+        }
     }
-    Ok(WalkFindings { loops: detector.map(LoopDetector::finish), slow, failures, conflicts })
+    Ok(WalkFindings {
+        loops: detector.map(LoopDetector::finish),
+        slow,
+        errors: errors.map(ErrorTally::finish),
+        conflicts,
+    })
 }

@@ -11,6 +11,7 @@
 //! says nothing about the work around them.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -34,7 +35,7 @@ pub struct Loop {
     pub pattern: Vec<String>,
 }
 
-#[derive(Clone)]
+#[derive(Default)]
 struct Step {
     index: u64,
     signature: u64,
@@ -42,9 +43,13 @@ struct Step {
     kind: String,
 }
 
+/// A run of one period: from position `start`, every operation does what the one a period before
+/// did. Its block is not copied: while the run lasts, the last `period` operations seen are the
+/// block, rotated.
 struct Run {
     start: u64,
-    block: Vec<Step>,
+    /// The session index of the run's first operation.
+    start_index: u64,
     primitive: bool,
 }
 
@@ -55,6 +60,8 @@ pub struct LoopDetector {
     runs: Vec<Option<Run>>,
     position: u64,
     found: Vec<Loop>,
+    /// The bytes an operation's signature is hashed from, reused.
+    key: Vec<u8>,
 }
 
 impl LoopDetector {
@@ -67,35 +74,44 @@ impl LoopDetector {
             runs: (0..=window).map(|_| None).collect(),
             position: 0,
             found: Vec::new(),
+            key: Vec::new(),
         }
     }
 
     /// The next operation of the sequence; `index` is its position in the session (which can skip
     /// numbers when some operations are left out of the sequence).
     pub fn push(&mut self, index: u64, operation_type: &str, kind: &str, namespace: &str, name: &str) {
-        let signature = signature(operation_type, kind, namespace, name);
+        let signature = signature(&mut self.key, operation_type, kind, namespace, name);
         let i = self.position;
         for p in 1..=self.window.min(self.recent.len()) {
             let previous = &self.recent[self.recent.len() - p];
             if previous.signature == signature {
                 if self.runs[p].is_none() {
-                    let block: Vec<Step> = self.recent.range(self.recent.len() - p..).cloned().collect();
-                    let primitive = !has_shorter_period(&block);
-                    self.runs[p] = Some(Run { start: i - p as u64, block, primitive });
+                    let first = self.recent.len() - p;
+                    let primitive = !has_shorter_period(p, |j| self.recent[first + j].signature);
+                    let start_index = self.recent[first].index;
+                    self.runs[p] = Some(Run { start: i - p as u64, start_index, primitive });
                 }
             } else {
                 self.close(p, i);
             }
         }
+        // The step leaving the window lends its buffers to the new one: a session's worth of
+        // operations goes by without an allocation per operation.
+        let mut step =
+            if self.recent.len() >= self.window { self.recent.pop_front() } else { None }.unwrap_or_default();
+        step.index = index;
+        step.signature = signature;
+        step.label.clear();
         let name = if name.is_empty() { "*" } else { name };
-        let label = match namespace {
-            "" => format!("{operation_type} {kind} {name}"),
-            ns => format!("{operation_type} {kind} {ns}/{name}"),
+        // Writing to a String cannot fail.
+        let _ = match namespace {
+            "" => write!(step.label, "{operation_type} {kind} {name}"),
+            ns => write!(step.label, "{operation_type} {kind} {ns}/{name}"),
         };
-        self.recent.push_back(Step { index, signature, label, kind: kind.to_owned() });
-        if self.recent.len() > self.window {
-            self.recent.pop_front();
-        }
+        step.kind.clear();
+        step.kind.push_str(kind);
+        self.recent.push_back(step);
         self.position += 1;
     }
 
@@ -121,31 +137,36 @@ impl LoopDetector {
         let back = (end - last) as usize;
         let Some(last_step) = self.recent.len().checked_sub(back).and_then(|i| self.recent.get(i)) else { return };
         let end_index = last_step.index;
-        let kind = run.block.first().map_or("", |s| s.kind.as_str());
+        // The last `p` steps seen (positions `end - p` to `end`) are the block rotated: the block's
+        // step `k` is the one at a position `start + k` plus whole periods.
+        let Some(first_seen) = self.recent.len().checked_sub(p) else { return };
+        let rotation = ((end - run.start) % p as u64) as usize;
+        let block = |k: usize| &self.recent[first_seen + (k + p - rotation) % p];
+        let kind = block(0).kind.clone();
         self.found.push(Loop {
-            start_index: run.block.first().map_or(0, |s| s.index),
+            start_index: run.start_index,
             end_index,
             repeat_count: blocks,
             description: format!("Repeated {kind} operations {blocks} times"),
             period: p,
-            pattern: run.block.iter().map(|s| s.label.clone()).collect(),
+            pattern: (0..p).map(|k| block(k).label.clone()).collect(),
         });
     }
 }
 
-fn signature(operation_type: &str, kind: &str, namespace: &str, name: &str) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+fn signature(key: &mut Vec<u8>, operation_type: &str, kind: &str, namespace: &str, name: &str) -> u64 {
+    key.clear();
     for part in [operation_type, kind, namespace, name] {
-        h.update(&(part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
+        key.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        key.extend_from_slice(part.as_bytes());
     }
-    h.digest()
+    xxhash_rust::xxh3::xxh3_64(key)
 }
 
-/// Whether `block` is itself a shorter block repeated.
-fn has_shorter_period(block: &[Step]) -> bool {
-    let p = block.len();
-    (1..p).filter(|q| p.is_multiple_of(*q)).any(|q| (q..p).all(|j| block[j].signature == block[j - q].signature))
+/// Whether a block of `p` operations (their signatures by position) is itself a shorter block
+/// repeated.
+fn has_shorter_period(p: usize, signature: impl Fn(usize) -> u64) -> bool {
+    (1..p).filter(|q| p.is_multiple_of(*q)).any(|q| (q..p).all(|j| signature(j) == signature(j - q)))
 }
 
 #[cfg(test)]
@@ -187,6 +208,23 @@ mod tests {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         assert!(detect(&names, 10).is_empty());
         assert!(detect(&["a", "b", "a", "b"], 10).is_empty());
+    }
+
+    #[test]
+    fn the_pattern_starts_where_the_loop_starts_whatever_step_it_breaks_at() {
+        // The run breaks one step into a fifth block: the last three seen are `y z x`.
+        let mut names: Vec<&str> = vec!["p"];
+        names.extend(["x", "y", "z"].iter().cycle().take(13));
+        names.push("q");
+        let mut d = LoopDetector::new(10);
+        for (i, n) in names.iter().enumerate() {
+            d.push(10 + i as u64, "GET", "Pod", if *n == "y" { "" } else { "default" }, n);
+        }
+        let found = d.finish();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].start_index, found[0].end_index, found[0].repeat_count), (11, 22, 4));
+        assert_eq!(found[0].pattern, ["GET Pod default/x", "GET Pod y", "GET Pod default/z"]);
+        assert_eq!(found[0].description, "Repeated Pod operations 4 times");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::QueryError;
 use crate::candidates::{self, FightCandidate, HotLoopCandidate};
-use crate::context::{collect, frame};
+use crate::context::{collect, stream_ahead};
 use crate::diff::diff_values;
 use crate::session_walk::{self, ActorObject, FailureSpan, WalkFor};
 use crate::values::{Ints, Micros, Strings, format_time};
@@ -222,7 +222,7 @@ async fn each_write_pair(
     if keys.is_empty() {
         return Ok(());
     }
-    let mut stream = frame(ctx, OBJECT_WRITES_SQL, object_params(session, keys)).await?.execute_stream().await?;
+    let mut stream = stream_ahead(ctx, OBJECT_WRITES_SQL, object_params(session, keys)).await?;
     let mut latest: HashMap<String, Write> = HashMap::new();
     while let Some(batch) = stream.next().await {
         let batch = batch?;

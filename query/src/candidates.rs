@@ -20,7 +20,7 @@ use futures::StreamExt;
 
 use crate::QueryError;
 use crate::behaviour::BehaviourOptions;
-use crate::context::frame;
+use crate::context::stream_ahead;
 use crate::values::{Bools, Micros, Strings};
 use crate::views::{FIGHT_CANDIDATES, HOT_LOOPS, for_session};
 
@@ -184,8 +184,7 @@ pub async fn find(
     let mut objects: HashMap<String, ObjectTurns> = HashMap::new();
     let mut key = String::new();
 
-    let mut stream =
-        frame(ctx, SUCCESSFUL_WRITES_SQL, vec![ScalarValue::from(session)]).await?.execute_stream().await?;
+    let mut stream = stream_ahead(ctx, SUCCESSFUL_WRITES_SQL, vec![ScalarValue::from(session)]).await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let (actor, kind, ns) =

@@ -21,7 +21,7 @@ use datafusion::scalar::ScalarValue;
 use serde::Serialize;
 
 use crate::QueryError;
-use crate::context::{collect, frame};
+use crate::context::{collect, frame, stream_ahead};
 use crate::values::{Bools, Floats, Ints, Micros, StringLists, Strings, format_time};
 use futures::StreamExt;
 
@@ -453,7 +453,7 @@ async fn pass_edges(
             before.first().and_then(|b| crate::values::u64_at(b, 0, 0)).unwrap_or(0)
         }
     };
-    let mut stream = frame(ctx, STEPS_SQL, params.to_vec()).await?.execute_stream().await?;
+    let mut stream = stream_ahead(ctx, STEPS_SQL, params.to_vec()).await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let actor = Strings::of(&batch, "actor_id")?;

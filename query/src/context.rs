@@ -14,8 +14,11 @@ use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchReceiverStreamBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext, col};
 use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
 use kubestep_schemas::schema::columns;
 use kubestep_schemas::{file_schema, partition_fields};
 
@@ -440,6 +443,34 @@ pub(crate) async fn frame(ctx: &SessionContext, sql: &str, params: Vec<ScalarVal
     log_statement(sql, &params);
     Ok(ctx.sql(sql).await?.with_param_values(params)?)
 }
+
+/// Runs `sql` for a pass in Rust over its rows: the statement runs on a task of its own, up to
+/// [`READ_AHEAD_BATCHES`] batches ahead of the pass, so the engine's work (scans, the merge into
+/// session order) and the pass's use two cores instead of taking turns on one. Dropping the stream
+/// stops the statement.
+pub(crate) async fn stream_ahead(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Vec<ScalarValue>,
+) -> Result<SendableRecordBatchStream, QueryError> {
+    let mut stream = frame(ctx, sql, params).await?.execute_stream().await?;
+    let mut builder = RecordBatchReceiverStreamBuilder::new(stream.schema(), READ_AHEAD_BATCHES);
+    let tx = builder.tx();
+    builder.spawn(async move {
+        while let Some(batch) = stream.next().await {
+            if tx.send(batch).await.is_err() {
+                // The pass stopped reading.
+                break;
+            }
+        }
+        Ok(())
+    });
+    Ok(builder.build())
+}
+
+/// How many batches a statement streamed by [`stream_ahead`] may run ahead of its pass: enough to
+/// keep both busy, few enough that memory stays a few batches.
+const READ_AHEAD_BATCHES: usize = 2;
 
 /// The tracing target every statement a command runs is logged under, at debug level.
 ///

@@ -16,7 +16,7 @@ use crate::QueryError;
 use crate::analyze::{
     ErrorReport, ErrorTally, FailedOperation, MAX_LISTED, SlowOperation, resource_label, whole_or_fractional_ms,
 };
-use crate::context::frame;
+use crate::context::stream_ahead;
 use crate::loops::{Loop, LoopDetector};
 use crate::values::{Bools, Floats, Ints, Micros, Strings, format_time};
 
@@ -73,7 +73,7 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
     let mut errors: Option<ErrorTally> = wanted.failures.then(ErrorTally::default);
     let mut conflicts: Option<HashMap<ActorObject, FailureSpan>> = wanted.conflicts.then(HashMap::new);
 
-    let mut stream = frame(ctx, SESSION_WALK_SQL, params).await?.execute_stream().await?;
+    let mut stream = stream_ahead(ctx, SESSION_WALK_SQL, params).await?;
     // The rows come in session order: an operation's index is how many came before it.
     let mut index: u64 = 0;
     while let Some(batch) = stream.next().await {

@@ -320,7 +320,7 @@ async fn causality_once(
     // Every kind from one pass over the session in order; a large session's edges are millions,
     // held here as (from, to, kind) only. Of the edges of one pair, the strongest kind (first in
     // EDGE_KINDS) stays.
-    let mut pairs = pass_edges(ctx, &params, options).await?;
+    let (mut pairs, places) = pass_edges(ctx, &params, options).await?;
     pairs.sort_unstable();
     pairs.dedup_by_key(|(f, t, _)| (*f, *t));
     pairs.shrink_to_fit();
@@ -344,7 +344,7 @@ async fn causality_once(
         let mut linked: Vec<u64> = edges.iter().flat_map(|(f, t, _)| [*f, *t]).collect();
         linked.sort_unstable();
         linked.dedup();
-        nodes(ctx, session, &linked).await?
+        nodes(ctx, &params, &places, &linked).await?
     } else {
         Vec::new()
     };
@@ -369,7 +369,7 @@ async fn causality_once(
         let mut wanted: Vec<u64> = best.iter().flat_map(|p| p.nodes.iter().copied()).collect();
         wanted.sort_unstable();
         wanted.dedup();
-        nodes = self::nodes(ctx, session, &wanted).await?;
+        nodes = self::nodes(ctx, &params, &places, &wanted).await?;
     }
     let by_index: BTreeMap<u64, &Node> = nodes.iter().map(|n| (n.index, n)).collect();
     let actor_of = |i: &u64| by_index.get(i).map_or(String::new(), |n| n.actor_id.to_string());
@@ -432,7 +432,7 @@ async fn pass_edges(
     ctx: &SessionContext,
     params: &[ScalarValue],
     options: &CausalityOptions,
-) -> Result<Vec<(u64, u64, u8)>, QueryError> {
+) -> Result<(Vec<(u64, u64, u8)>, WritePlaces), QueryError> {
     let mut watch_pass = watch::WatchEdges::new(options.trigger_window_ms, options.episode_gap_ms);
     let mut version_pass = version_edges::VersionEdges::new(options.trigger_window_ms);
     let (mut by_watch, mut by_version) = (Vec::new(), Vec::new());
@@ -453,6 +453,9 @@ async fn pass_edges(
             before.first().and_then(|b| crate::values::u64_at(b, 0, 0)).unwrap_or(0)
         }
     };
+    let mut places = WritePlaces::default();
+    // The time of the latest step, and how many steps before it were received in that microsecond.
+    let (mut latest_at, mut same_time) = (None, 0u32);
     let mut stream = stream_ahead(ctx, STEPS_SQL, params.to_vec()).await?;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
@@ -470,6 +473,12 @@ async fn pass_edges(
         for row in 0..batch.num_rows() {
             let i = index;
             index += 1;
+            let at = received.get(row);
+            if at.is_some() && at == latest_at {
+                same_time += 1;
+            } else {
+                (latest_at, same_time) = (at, 0);
+            }
             // Without an actor or a time, a step matches nothing (as in the view's joins).
             let (Some(a), Some(received_at)) = (actor.get(row), received.get(row)) else {
                 continue;
@@ -488,6 +497,7 @@ async fn pass_edges(
             };
             watch_pass.push(step, &mut watch_sink).map_err(|e| QueryError::Data(e.to_string()))?;
             if step.is_write {
+                places.0.push((i, received_at, same_time));
                 let mut owner_uids = Vec::new();
                 owners.each(row, |owner| owner_uids.push(version_pass.uid(owner)));
                 let write = version_edges::Write {
@@ -507,22 +517,47 @@ async fn pass_edges(
     watch_pass.finish(&mut watch_sink);
     version_pass.finish(&mut version_sink);
     by_version.append(&mut by_watch);
-    Ok(by_version)
+    Ok((by_version, places))
 }
 
-/// The writes at `indexes` (sorted, distinct) of `session`, in index order.
-async fn nodes(ctx: &SessionContext, session: &str, indexes: &[u64]) -> Result<Vec<Node>, QueryError> {
+/// Where each write of the pass was in the session order, by index: its `received_at` and how
+/// many operations of the window received in the same microsecond came before it. With these,
+/// `causal_nodes.sql` finds the writes by time instead of numbering the session.
+#[derive(Debug, Default)]
+struct WritePlaces(Vec<(u64, i64, u32)>);
+
+impl WritePlaces {
+    /// The time and rank of the write at `index`.
+    fn of(&self, index: u64) -> Option<(i64, u32)> {
+        let at = self.0.binary_search_by_key(&index, |(i, _, _)| *i).ok()?;
+        self.0.get(at).map(|(_, received_at, rank)| (*received_at, *rank))
+    }
+}
+
+/// The writes at `indexes` (sorted, distinct) of the session and window of `params`, in index
+/// order, found by the time and rank the pass noted (`places`).
+async fn nodes(
+    ctx: &SessionContext,
+    params: &[ScalarValue],
+    places: &WritePlaces,
+    indexes: &[u64],
+) -> Result<Vec<Node>, QueryError> {
     let mut out = Vec::new();
-    if indexes.is_empty() {
+    let wanted: HashMap<(i64, u32), u64> =
+        indexes.iter().filter_map(|&i| places.of(i).map(|place| (place, i))).collect();
+    if wanted.is_empty() {
         return Ok(out);
     }
-    let list = indexes.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-    let params = vec![ScalarValue::from(session), ScalarValue::from(list.as_str())];
+    let times: BTreeSet<i64> = wanted.keys().map(|(at, _)| *at).collect();
+    let list = times.iter().map(|&at| format_time(at)).collect::<Vec<_>>().join(",");
+    let mut params = params.to_vec();
+    params.push(ScalarValue::from(list.as_str()));
     let mut stream = frame(ctx, NODES_SQL, params).await?.execute_stream().await?;
     let mut texts = Interner::default();
+    // The rows come in session order: count the operations received in each microsecond.
+    let (mut latest_at, mut same_time) = (None, 0u32);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let index = Ints::of(&batch, "index")?;
         let s = |name| Strings::of(&batch, name);
         let (actor, op, kind, ns, name, sub) =
             (s("actor_id")?, s("operation_type")?, s("kind")?, s("namespace")?, s("name")?, s("subresource")?);
@@ -530,7 +565,13 @@ async fn nodes(ctx: &SessionContext, session: &str, indexes: &[u64]) -> Result<V
         let received = Micros::of(&batch, "received_at")?;
         let duration = Floats::of(&batch, "duration_ms")?;
         for row in 0..batch.num_rows() {
-            let i = index.get(row).unwrap_or(0).max(0) as u64;
+            let at = received.get(row);
+            if at.is_some() && at == latest_at {
+                same_time += 1;
+            } else {
+                (latest_at, same_time) = (at, 0);
+            }
+            let Some(&i) = at.and_then(|at| wanted.get(&(at, same_time))) else { continue };
             out.push(Node {
                 id: OpId(i),
                 node_type: "op",

@@ -17,9 +17,11 @@ use std::sync::mpsc::{Receiver, SendError, Sender, SyncSender, channel, sync_cha
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use datafusion::arrow::array::{Array, RecordBatch};
-use datafusion::arrow::compute::{SortColumn, concat, interleave_record_batch, lexsort_to_indices};
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::array::builder::{NullBufferBuilder, make_view};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, StringViewArray};
+use datafusion::arrow::buffer::{Buffer, ScalarBuffer};
+use datafusion::arrow::compute::{SortColumn, concat, interleave, lexsort_to_indices};
+use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
@@ -235,18 +237,24 @@ fn row_group_ranges(rows: usize) -> Vec<Range<usize>> {
 
 /// Encodes the rows `order` of `sources` into one row group's column chunks, a chunk of rows at a
 /// time.
+///
+/// Text columns are not copied into sorted order: each chunk of them is a [`StringViewArray`] whose
+/// views point into the sources' own bytes ([`SortedText`]), so a string's bytes are copied once,
+/// by the encoder into its page. Other columns are gathered with `interleave`.
 fn encode_row_group(
     mut writers: Vec<ArrowColumnWriter>,
     schema: &Schema,
     sources: &[&RecordBatch],
     order: &[(usize, usize)],
 ) -> Result<Vec<ArrowColumnChunk>, RowGroupError> {
+    let columns =
+        (0..schema.fields().len()).map(|index| SourceColumn::new(sources, index)).collect::<Result<Vec<_>, _>>()?;
     for chunk in order.chunks(WRITE_CHUNK_ROWS) {
-        let sorted = interleave_record_batch(sources, chunk)?;
         // One writer per leaf column, in schema order: a list column has one leaf, like the rest.
         let mut writer = writers.iter_mut();
-        for (field, column) in schema.fields().iter().zip(sorted.columns()) {
-            for leaf in compute_leaves(field, column)? {
+        for (field, column) in schema.fields().iter().zip(&columns) {
+            let sorted = column.gather(chunk)?;
+            for leaf in compute_leaves(field, &sorted)? {
                 let Some(writer) = writer.next() else {
                     let problem = format!("no column writer left for column {}", field.name());
                     return Err(RowGroupError::Arrow(ArrowError::SchemaError(problem)));
@@ -256,6 +264,87 @@ fn encode_row_group(
         }
     }
     Ok(writers.into_iter().map(ArrowColumnWriter::close).collect::<Result<_, _>>()?)
+}
+
+/// One column of a partition's batches, ready to be gathered chunk by chunk in sorted order.
+enum SourceColumn<'a> {
+    /// A text column: gathered as views, without copying the text.
+    Text(SortedText<'a>),
+    /// Any other column: gathered by copying its values.
+    Other(Vec<&'a dyn Array>),
+}
+
+impl<'a> SourceColumn<'a> {
+    fn new(sources: &[&'a RecordBatch], index: usize) -> Result<Self, ArrowError> {
+        let arrays = sources
+            .iter()
+            .map(|batch| {
+                batch.columns().get(index).map(|c| c.as_ref()).ok_or_else(|| {
+                    ArrowError::SchemaError(format!("a batch of {} columns has no column {index}", batch.num_columns()))
+                })
+            })
+            .collect::<Result<Vec<&dyn Array>, _>>()?;
+        let text = arrays.iter().map(|a| a.as_string_opt::<i32>()).collect::<Option<Vec<&StringArray>>>();
+        Ok(match text {
+            Some(sources) if arrays.first().is_some_and(|a| a.data_type() == &DataType::Utf8) => {
+                Self::Text(SortedText::new(sources))
+            }
+            _ => Self::Other(arrays),
+        })
+    }
+
+    fn gather(&self, rows: &[(usize, usize)]) -> Result<ArrayRef, ArrowError> {
+        match self {
+            Self::Text(text) => text.gather(rows).map(|array| Arc::new(array) as ArrayRef),
+            Self::Other(arrays) => interleave(arrays, rows),
+        }
+    }
+}
+
+/// The same text column of several batches, read in any order as views into the batches' bytes.
+///
+/// Sorting a partition this way costs 16 bytes per row instead of a copy of every string: the
+/// JSON objects are most of a partition's bytes, and copying them into sorted batches before
+/// encoding took about a tenth of an import's CPU.
+struct SortedText<'a> {
+    sources: Vec<&'a StringArray>,
+    /// The sources' value buffers; a view names its source by the index here.
+    buffers: Vec<Buffer>,
+}
+
+impl<'a> SortedText<'a> {
+    fn new(sources: Vec<&'a StringArray>) -> Self {
+        let buffers = sources.iter().map(|s| s.values().clone()).collect();
+        Self { sources, buffers }
+    }
+
+    /// The values at `rows` (`(source, row)` pairs), in that order.
+    fn gather(&self, rows: &[(usize, usize)]) -> Result<StringViewArray, ArrowError> {
+        let mut views = Vec::with_capacity(rows.len());
+        let mut nulls = NullBufferBuilder::new(rows.len());
+        for &(source_index, row) in rows {
+            let source = self.sources.get(source_index).copied().filter(|s| row < s.len()).ok_or_else(|| {
+                ArrowError::InvalidArgumentError(format!("no row {row} in text source {source_index}"))
+            })?;
+            if source.is_null(row) {
+                views.push(0);
+                nulls.append_null();
+                continue;
+            }
+            let offsets = source.value_offsets();
+            let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+            let block = u32::try_from(source_index)
+                .map_err(|_| ArrowError::InvalidArgumentError(format!("text source {source_index} past u32")))?;
+            let offset = u32::try_from(start)
+                .map_err(|_| ArrowError::InvalidArgumentError(format!("text offset {start} past u32")))?;
+            views.push(make_view(&source.values()[start..end], block, offset));
+            nulls.append_non_null();
+        }
+        // SAFETY: every non-null view was made by `make_view` from one whole value of a
+        // `StringArray` (so valid UTF-8), names that array's value buffer by its index in
+        // `buffers`, and its offset and length lie within that buffer; null views are zero.
+        Ok(unsafe { StringViewArray::new_unchecked(ScalarBuffer::from(views), self.buffers.clone(), nulls.finish()) })
+    }
 }
 
 /// Why a row group could not be encoded; the caller knows the file.
@@ -531,6 +620,30 @@ mod tests {
             builder.append(&record);
         }
         builder.finish().expect("batch")
+    }
+
+    #[test]
+    fn sorted_text_reads_rows_of_several_sources_in_any_order() {
+        let long = "a string well past the twelve bytes a view holds inline";
+        let first = StringArray::from(vec![Some("short"), None, Some(long)]);
+        let second = StringArray::from(vec![Some(""), Some("{\"kind\":\"Pod\",\"metadata\":{\"name\":\"p\"}}")]);
+        let text = SortedText::new(vec![&first, &second]);
+        let gathered = text.gather(&[(1, 1), (0, 2), (0, 1), (1, 0), (0, 0), (0, 2)]).expect("gather");
+        let got: Vec<Option<&str>> = gathered.iter().collect();
+        assert_eq!(
+            got,
+            [
+                Some("{\"kind\":\"Pod\",\"metadata\":{\"name\":\"p\"}}"),
+                Some(long),
+                None,
+                Some(""),
+                Some("short"),
+                Some(long)
+            ]
+        );
+        assert_eq!(gathered.data_buffers().len(), 2, "views point into the sources' own buffers");
+        assert!(text.gather(&[(0, 3)]).is_err(), "a row past a source's end is an error");
+        assert!(text.gather(&[(2, 0)]).is_err(), "a source that does not exist is an error");
     }
 
     #[test]

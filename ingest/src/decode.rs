@@ -68,7 +68,9 @@ pub fn decode(input: &[u8], sink: &mut impl EventSink) {
     let leading_lines = memchr::memchr_iter(b'\n', &input[..start]).count();
     let body = &input[start..];
     match shape(body) {
-        Shape::Lines => decode_lines(body, leading_lines, sink),
+        Shape::Lines => {
+            decode_lines(body, leading_lines, sink);
+        }
         Shape::Stream => decode_stream(body, leading_lines, sink),
         Shape::Yaml => decode_yaml(body, leading_lines, sink),
     }
@@ -137,11 +139,12 @@ pub fn is_json_lines(input: &[u8]) -> bool {
     shape(&input[start..]) == Shape::Lines
 }
 
-/// Decodes a block of whole lines of JSON-lines input; `lines_before` is how many lines of the
-/// same input came before this block, so that reported line numbers are the input's own.
-pub fn decode_json_lines(block: &[u8], lines_before: usize, sink: &mut impl EventSink) {
-    let block = if lines_before == 0 { block.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(block) } else { block };
-    decode_lines(block, lines_before, sink);
+/// Decodes a block of whole lines of JSON-lines input; reported line numbers count `lines_before`
+/// lines before the block, and a block that `starts_input` may start with a byte-order mark.
+/// Returns how many lines it held.
+pub fn decode_json_lines(block: &[u8], lines_before: usize, starts_input: bool, sink: &mut impl EventSink) -> usize {
+    let block = if starts_input { block.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(block) } else { block };
+    decode_lines(block, lines_before, sink)
 }
 
 /// True when the first line of `body` holds a whole JSON value: the JSON-lines shape.
@@ -154,7 +157,8 @@ fn first_line_is_complete(body: &[u8]) -> bool {
 }
 
 /// One JSON value per line. The fast path: each line is parsed once, straight into an [`Event`].
-fn decode_lines(body: &[u8], leading_lines: usize, sink: &mut impl EventSink) {
+/// Returns how many lines `body` held.
+fn decode_lines(body: &[u8], leading_lines: usize, sink: &mut impl EventSink) -> usize {
     let mut line_no = leading_lines;
     let mut start = 0;
     while start < body.len() {
@@ -170,6 +174,7 @@ fn decode_lines(body: &[u8], leading_lines: usize, sink: &mut impl EventSink) {
         }
         decode_value(line, Location { line: line_no, item: None }, 0, sink);
     }
+    line_no - leading_lines
 }
 
 /// Whole JSON values one after another, however they are laid out (one document, pretty-printed

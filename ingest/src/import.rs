@@ -165,7 +165,6 @@ struct ReadState {
 struct Block {
     seq: u64,
     bytes: ReadBuffer,
-    lines_before: usize,
     /// On-disk bytes read when the block was cut, for progress once it is committed.
     read: u64,
 }
@@ -217,7 +216,7 @@ fn import_lines(
                     let _span = tracing::debug_span!("prepare", source = name, block = job.seq).entered();
                     // A bug in preparing must not leave the committer waiting for this block forever.
                     let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        preparer.prepare(name, job.bytes.filled(), job.lines_before)
+                        preparer.prepare(name, job.bytes.filled(), job.seq == 0)
                     }))
                     .unwrap_or_else(|_| Err(ArrowError::ComputeError(format!("preparing block {} failed", job.seq))));
                     let _ = spare_tx.try_send(job.bytes);
@@ -232,7 +231,6 @@ fn import_lines(
         // the channel and end.
         let reader = std::thread::Builder::new().name("kubestep-read".into()).spawn_scoped(scope, move || {
             let ReadState { mut buf, mut eof, mut problem } = start;
-            let mut lines_before = 0;
             let mut seq = 0;
             loop {
                 // Hand on every whole line; a partial last line waits for the next read (or the end).
@@ -247,13 +245,11 @@ fn import_lines(
                     next.start_with(&buf.filled()[cut..], block);
                     buf.len = cut;
                     let bytes = std::mem::replace(&mut buf, next);
-                    let lines = memchr::memchr_iter(b'\n', bytes.filled()).count();
                     let read = count.load(Ordering::Relaxed);
-                    if work_tx.send(Block { seq, bytes, lines_before, read }).is_err() {
+                    if work_tx.send(Block { seq, bytes, read }).is_err() {
                         return problem;
                     }
                     seq += 1;
-                    lines_before += lines;
                 }
                 if eof {
                     return problem;
@@ -273,14 +269,18 @@ fn import_lines(
 
         let mut waiting = BTreeMap::new();
         let mut next = 0;
+        let mut lines_before = 0;
         let mut failed = None;
         'commit: for (seq, prepared, read) in done_rx.iter() {
             waiting.insert(seq, (prepared, read));
             while let Some((prepared, read)) = waiting.remove(&next) {
                 next += 1;
-                let committed = prepared
-                    .map_err(|e| IngestError::from(WriteError::Sort(e)))
-                    .and_then(|prepared| ingestor.commit(prepared, None));
+                let committed =
+                    prepared.map_err(|e| IngestError::from(WriteError::Sort(e))).and_then(|mut prepared| {
+                        prepared.follow_lines(lines_before);
+                        lines_before += prepared.lines;
+                        ingestor.commit(prepared, None)
+                    });
                 if let Err(e) = committed {
                     failed = Some(e);
                     break 'commit;

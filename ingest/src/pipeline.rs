@@ -258,7 +258,7 @@ impl Ingestor {
     pub fn ingest_lines(&mut self, source: &str, block: &[u8], lines_before: usize) -> Result<(), IngestError> {
         let mut no_progress = |_| {};
         let mut sink = Sink { ingestor: self, source, progress: &mut no_progress };
-        decode_json_lines(block, lines_before, &mut sink);
+        decode_json_lines(block, lines_before, lines_before == 0, &mut sink);
         match self.failure.take() {
             Some(e) => Err(e),
             None => Ok(()),

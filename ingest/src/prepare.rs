@@ -28,12 +28,22 @@ pub struct PreparedBatch {
     pub dropped_by_stage: BTreeMap<&'static str, u64>,
     /// Events or pieces of the input that could not be records, each with its text.
     pub rejections: Vec<(Rejection, Vec<u8>)>,
+    /// Lines of input decoded (blocks of JSON lines only).
+    pub lines: usize,
 }
 
 impl PreparedBatch {
     /// Rows in `records`.
     pub fn num_records(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Renumbers the rejections' lines of a block prepared on its own, now that the
+    /// `lines_before` lines of the input before the block are known.
+    pub fn follow_lines(&mut self, lines_before: usize) {
+        for location in self.rejections.iter_mut().filter_map(|(r, _)| r.location.as_mut()) {
+            location.line += lines_before;
+        }
     }
 
     /// Whether the input itself, rather than an event inside it, could not be read: a piece that
@@ -66,13 +76,16 @@ impl LinePreparer {
         Self { config, builder: OperationBatchBuilder::new() }
     }
 
-    /// Like [`prepare`] for a block of whole lines of a JSON-lines input that has `lines_before`
-    /// lines before the block, so that rejections carry the input's own line numbers.
-    pub fn prepare(&mut self, source: &str, block: &[u8], lines_before: usize) -> Result<PreparedBatch, ArrowError> {
+    /// Like [`prepare`] for a block of whole lines of a JSON-lines input, which `starts_input` or
+    /// follows lines not counted yet: rejections carry line numbers within the block until
+    /// [`PreparedBatch::follow_lines`] makes them the input's own. So a block is prepared without
+    /// anyone having counted the lines before it.
+    pub fn prepare(&mut self, source: &str, block: &[u8], starts_input: bool) -> Result<PreparedBatch, ArrowError> {
         let builder = std::mem::take(&mut self.builder);
         let mut sink = PrepareSink { source, config: &self.config, builder, prepared: PreparedBatch::default() };
-        decode_json_lines(block, lines_before, &mut sink);
+        let lines = decode_json_lines(block, 0, starts_input, &mut sink);
         let PrepareSink { mut builder, mut prepared, .. } = sink;
+        prepared.lines = lines;
         let records = if builder.is_empty() { Ok(None) } else { builder.finish().map(Some) };
         self.builder = builder;
         prepared.records = records?;

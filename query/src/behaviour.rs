@@ -16,11 +16,12 @@ use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::QueryError;
 use crate::candidates::{self, FightCandidate, HotLoopCandidate};
 use crate::context::{collect, stream_ahead};
-use crate::diff::diff_values;
+use crate::diff::diff_raw;
 use crate::session_walk::{self, ActorObject, FailureSpan, WalkFor};
 use crate::values::{Ints, Micros, Strings, format_time};
 use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, for_session, for_session_columns};
@@ -194,8 +195,9 @@ pub struct Requeue {
 struct Write {
     actor: String,
     generation: Option<i64>,
-    /// The response object, parsed once (None when absent or not JSON).
-    object: Option<Value>,
+    /// The response object, checked to be JSON once and kept as text (None when absent or not
+    /// JSON): versions are compared text first (`diff_raw`), without building either tree.
+    object: Option<Box<RawValue>>,
 }
 
 /// How the per-object statements name an object: `kind/namespace/name` (namespace empty for
@@ -234,7 +236,7 @@ async fn each_write_pair(
             let write = Write {
                 actor: actor.text(row),
                 generation: generation.get(row),
-                object: object.get(row).and_then(|text| serde_json::from_str(text).ok()),
+                object: object.get(row).and_then(|text| RawValue::from_string(text.to_owned()).ok()),
             };
             let key = key.get(row).unwrap_or("");
             match latest.get_mut(key) {
@@ -354,7 +356,7 @@ fn classify_pair(hot: &mut HotLoop, fields: &mut BTreeMap<String, u64>, before: 
         return;
     }
     let changes = match (&before.object, &after.object) {
-        (Some(a), Some(b)) => diff_values(a, b, false),
+        (Some(a), Some(b)) => diff_raw(a, b, false),
         _ => Vec::new(),
     };
     for change in &changes {
@@ -398,7 +400,7 @@ struct FlipTracker {
 impl FlipTracker {
     fn pair(&mut self, before: &Write, after: &Write) {
         let (Some(a), Some(b)) = (&before.object, &after.object) else { return };
-        for change in diff_values(a, b, false).into_iter().filter(|c| !c.path.starts_with("status")) {
+        for change in diff_raw(a, b, false).into_iter().filter(|c| !c.path.starts_with("status")) {
             let value = change.new.clone().unwrap_or(Value::Null);
             let track = self.tracks.entry(change.path.clone()).or_insert_with(|| Track {
                 last_actor: String::new(),

@@ -92,6 +92,41 @@ fn the_ground_truth_is_what_analyze_finds() {
     }
 }
 
+/// `analyze` reads the identity columns as views (less copying); its report is the one the
+/// documented `Utf8` columns give, section by section, on scenarios that fill every section.
+#[test]
+fn analyze_reports_the_same_with_text_read_as_views() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let mut filled = std::collections::BTreeSet::<&str>::new();
+    for scenario in ["mixed", "fight", "conflicts", "slow"] {
+        let (log, _) = simulate(tmp.path(), scenario, "11", &[]);
+        let data = tmp.path().join(format!("data-{scenario}"));
+        let output = import(&data, &[&log], &["-q", "--session", scenario]);
+        assert!(output.status.success(), "{scenario}: {:?}", text(&output));
+        let report = |text_columns| {
+            let data = data.clone();
+            runtime.block_on(async move {
+                let ctx = kubestep_query::open_recording_with(&data, &kubestep_query::Engine::Local, text_columns)
+                    .await
+                    .expect("opening the recording");
+                let options = kubestep_query::analyze::AnalyzeOptions::all();
+                let report = kubestep_query::analyze::analyze(&ctx, scenario, &options).await.expect("analyze");
+                serde_json::to_value(&report).expect("the report serializes")
+            })
+        };
+        let (documented, views) =
+            (report(kubestep_query::TextColumns::AsDocumented), report(kubestep_query::TextColumns::AsViews));
+        let sections = ["slow_operations", "loops_detected", "hot_loops", "fights", "conflicts", "requeues"];
+        filled.extend(sections.iter().filter(|s| documented[**s].as_array().is_some_and(|a| !a.is_empty())).copied());
+        for section in sections.iter().chain(&["errors", "total_operations", "loops_total"]) {
+            assert_eq!(documented[*section], views[*section], "{scenario}: {section}");
+        }
+        assert_eq!(documented, views, "{scenario}");
+    }
+    assert_eq!(filled.len(), 6, "some section was empty in every scenario: only {filled:?} compared");
+}
+
 #[test]
 fn posting_to_the_webhook_stores_every_event_once() {
     let tmp = tempfile::tempdir().unwrap();

@@ -129,7 +129,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<ExitCode> {
         },
     };
     block_on(async {
-        let ctx = open_on(&args.data, &args.engine, TextColumns::AsDocumented).await?;
+        let ctx = open_on(&args.data, &args.engine, TextColumns::AsViews).await?;
         ensure_session(&ctx, &args.data.data, &session).await?;
         let report = analyze(&ctx, &session, &options).await?;
         match args.format {

@@ -392,6 +392,108 @@ fn the_behaviour_views_answer_plain_sql() {
     assert_eq!(kinds, vec![vec!["owner".to_owned()], vec!["rv".to_owned()], vec!["watch".to_owned()]]);
 }
 
+/// `analyze` counts conflict storms and requeue loops in its walk over the session instead of
+/// asking the views; for every session (a scenario's and the real samples') and several
+/// thresholds, the walk gives the views' rows in the views' order, and a storm is "recovered"
+/// exactly when its actor produced a version of the object after its last 409.
+#[test]
+fn the_walk_counts_the_storm_and_requeue_views_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    for (scenario, seed) in [("mixed", "13"), ("conflicts", "2")] {
+        let (log, _) = simulate(tmp.path(), scenario, seed, &["--events", "20000"]);
+        assert!(import(&data, &[&log], &["-q", "--session", scenario]).status.success());
+    }
+    let samples = sample_files();
+    let samples: Vec<&std::path::Path> = samples.iter().map(|p| p.as_path()).collect();
+    // Some sample files hold lines that are not events; the rest are stored.
+    import(&data, &samples, &["-q"]);
+    let sessions = rows(
+        &data,
+        "SELECT session_id FROM operations WHERE error IS NOT NULL GROUP BY session_id HAVING count(*) >= 2 \
+         ORDER BY session_id",
+    );
+    assert!(sessions.len() > 2, "{sessions:?}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let (mut storms_seen, mut recovered_seen, mut requeues_seen) = (0, [0, 0], 0);
+    for min in [3, 1, 2] {
+        let options =
+            kubestep_query::behaviour::BehaviourOptions { conflict_min: min, requeue_min: min, ..Default::default() };
+        let storm_sql = kubestep_query::views::fill(kubestep_query::views::CONFLICT_STORMS, &[("conflict_min", min)]);
+        let requeue_sql = kubestep_query::views::fill(kubestep_query::views::ERROR_REQUEUES, &[("requeue_min", min)]);
+        for session in sessions.iter().map(|s| &s[0]) {
+            let (storms, requeues) = runtime.block_on(async {
+                let ctx = kubestep_query::open_recording(&data).await.expect("opening the recording");
+                let storms = kubestep_query::behaviour::conflict_storms(&ctx, session, &options).await.expect("storms");
+                let requeues = kubestep_query::behaviour::requeues(&ctx, session, &options).await.expect("requeues");
+                (storms, requeues)
+            });
+            let storms: Vec<Vec<String>> = storms
+                .iter()
+                .map(|s| {
+                    let (first, last) = (&s.first_at, &s.last_at);
+                    let (indexes, recovered) = ((s.first_index, s.last_index), s.recovered);
+                    let identity = [&s.actor_id, &s.kind, &s.namespace, &s.name].map(String::clone);
+                    let counts = [s.conflicts.to_string(), format!("{indexes:?}"), first.clone(), last.clone()];
+                    identity.into_iter().chain(counts).chain([recovered.to_string()]).collect()
+                })
+                .collect();
+            let storm_view = rows(
+                &data,
+                &format!(
+                    "WITH storms AS ({storm_sql}), \
+                     versions AS (SELECT session_id, actor_id, kind, namespace, name, max(\"index\") AS last_version \
+                       FROM indexed_operations WHERE resource_version IS NOT NULL \
+                       AND (status_code IS NULL OR status_code < 400) \
+                       AND verb IN ('create', 'update', 'patch', 'delete') AND NOT coalesce(dry_run, false) \
+                       GROUP BY session_id, actor_id, kind, namespace, name) \
+                     SELECT coalesce(s.actor_id, ''), coalesce(s.kind, ''), coalesce(s.namespace, ''), s.name, \
+                       s.conflicts, concat('(', s.first_index, ', ', s.last_index, ')'), \
+                       to_char(s.first_at, '%Y-%m-%dT%H:%M:%S%.6fZ'), to_char(s.last_at, '%Y-%m-%dT%H:%M:%S%.6fZ'), \
+                       coalesce(v.last_version > s.last_index, false) \
+                     FROM storms s LEFT JOIN versions v ON v.session_id = s.session_id \
+                       AND (v.actor_id IS NOT DISTINCT FROM s.actor_id) AND (v.kind IS NOT DISTINCT FROM s.kind) \
+                       AND (v.namespace IS NOT DISTINCT FROM s.namespace) AND v.name = s.name \
+                     WHERE s.session_id = '{session}' \
+                     ORDER BY s.conflicts DESC, s.actor_id, s.kind, s.namespace, s.name"
+                ),
+            );
+            assert_eq!(storms, storm_view, "storms of {session} at {min}");
+            storms_seen += storms.len();
+            for storm in &storms {
+                recovered_seen[usize::from(storm[8] == "true")] += 1;
+            }
+            let requeues: Vec<Vec<String>> = requeues
+                .iter()
+                .map(|r| {
+                    let identity = [&r.actor_id, &r.kind, &r.namespace, &r.name].map(String::clone);
+                    let counts =
+                        [r.status_code.to_string(), r.attempts.to_string(), r.first_at.clone(), r.last_at.clone()];
+                    identity.into_iter().chain(counts).chain([r.error.clone()]).collect()
+                })
+                .collect();
+            let requeue_view = rows(
+                &data,
+                &format!(
+                    "SELECT coalesce(actor_id, ''), coalesce(kind, ''), coalesce(namespace, ''), coalesce(name, ''), \
+                       status_code, attempts, to_char(first_at, '%Y-%m-%dT%H:%M:%S%.6fZ'), \
+                       to_char(last_at, '%Y-%m-%dT%H:%M:%S%.6fZ'), error \
+                     FROM ({requeue_sql}) WHERE session_id = '{session}' \
+                     ORDER BY attempts DESC, actor_id, kind, namespace, name, status_code"
+                ),
+            );
+            assert_eq!(requeues, requeue_view, "requeues of {session} at {min}");
+            requeues_seen += requeues.len();
+        }
+    }
+    assert!(
+        storms_seen > 10 && requeues_seen > 10,
+        "too little compared: {storms_seen} storms, {requeues_seen} requeues"
+    );
+    assert!(recovered_seen[0] > 0 && recovered_seen[1] > 0, "storms recovered and not: {recovered_seen:?}");
+}
+
 /// `analyze` finds hot-loop and fight candidates in one pass over the writes instead of asking
 /// the views; for every session (a scenario's and the real samples') and several thresholds, the
 /// pass gives the views' rows, in the views' order.

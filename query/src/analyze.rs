@@ -247,28 +247,30 @@ async fn analyze_once(
             behaviour::hot_loops_and_fights(&ctx, &session, &b, hot, fights).await
         })
     });
-    let conflicts = options.conflicts.then(|| {
-        let ((ctx, session), b) = (inputs(), b.clone());
-        sections.spawn("conflict storms", async move { behaviour::unplaced_conflict_storms(&ctx, &session, &b).await })
-    });
     let wanted = WalkFor {
         loop_window: options.loops.then_some(options.window),
         slow: options.slow.then_some((options.threshold_ms, options.include_watch)),
         failures: options.errors,
         conflicts: options.conflicts,
+        requeues: options.requeues,
     };
-    let positions = (options.loops || options.slow || options.errors || options.conflicts).then(|| {
-        let (ctx, session) = inputs();
-        sections.spawn("session walk", async move { session_walk::walk(&ctx, &session, &wanted).await })
-    });
-    let requeues = options.requeues.then(|| {
-        let ((ctx, session), b) = (inputs(), b.clone());
-        sections.spawn("requeues", async move { behaviour::requeues(&ctx, &session, &b).await })
-    });
+    let walked =
+        (options.loops || options.slow || options.errors || options.conflicts || options.requeues).then(|| {
+            let ((ctx, session), b) = (inputs(), b.clone());
+            sections.spawn("session walk", async move {
+                let mut found = session_walk::walk(&ctx, &session, &wanted).await?;
+                // The storms' objects are known once the walk has counted every 409.
+                let storms = match found.conflicts.take() {
+                    Some(tally) => Some(behaviour::storms_of(&ctx, &session, tally, &b).await?),
+                    None => None,
+                };
+                Ok((found, storms))
+            })
+        });
 
-    let found = match positions {
-        Some(positions) => positions.result().await?,
-        None => WalkFindings::default(),
+    let (found, storms) = match walked {
+        Some(walked) => walked.result().await?,
+        None => (WalkFindings::default(), None),
     };
     if let Some((slow, total)) = found.slow {
         report.slow_operations = slow;
@@ -284,13 +286,8 @@ async fn analyze_once(
     if let Some(behaviour) = behaviour {
         (report.hot_loops, report.fights) = behaviour.result().await?;
     }
-    if let Some(conflicts) = conflicts {
-        let spans = found.conflicts.unwrap_or_default();
-        report.conflicts = Some(behaviour::place_conflict_storms(conflicts.result().await?, &spans));
-    }
-    if let Some(requeues) = requeues {
-        report.requeues = Some(requeues.result().await?);
-    }
+    report.conflicts = storms;
+    report.requeues = found.requeues.map(|tally| tally.requeues(options.behaviour.requeue_min));
     Ok(report)
 }
 

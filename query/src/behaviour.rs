@@ -2,7 +2,8 @@
 //!
 //! Candidates of hot loops and fights come from one pass over the session's successful writes
 //! ([`crate::candidates`], which gives the `hot_loops` and `fight_candidates` views' rows); those of
-//! conflict storms and requeues from their views (`conflict_storms.sql`, `error_requeues.sql`).
+//! conflict storms and requeues from the session walk, which counts them as it goes by
+//! ([`crate::repeated_failures`], which gives the `conflict_storms` and `error_requeues` views' rows).
 //! The hot-loop and fight candidate objects' writes are then read in order, all candidates in
 //! one statement (`object_writes.sql`), to compare consecutive versions of each object: which fields
 //! each write changed, and which of them flip back and forth between actors.
@@ -11,7 +12,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::StreamExt;
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use serde::Serialize;
@@ -20,14 +20,13 @@ use serde_json::value::RawValue;
 
 use crate::QueryError;
 use crate::candidates::{self, FightCandidate, HotLoopCandidate};
-use crate::context::{collect, stream_ahead};
+use crate::context::{collect, stream_ahead, with_filters_in_scan};
 use crate::diff::diff_raw;
-use crate::session_walk::{self, ActorObject, FailureSpan, WalkFor};
+use crate::repeated_failures::ConflictTally;
+use crate::session_walk::{self, WalkFor};
 use crate::values::{Ints, Micros, Strings, format_time};
-use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, for_session, for_session_columns};
 
 const OBJECT_WRITES_SQL: &str = include_str!("../sql/object_writes.sql");
-const OBJECT_CONFLICTS_SQL: &str = include_str!("../sql/object_conflicts.sql");
 const OBJECT_HISTORY_SQL: &str = include_str!("../sql/object_history.sql");
 
 /// Thresholds of the behaviour sections.
@@ -224,7 +223,10 @@ async fn each_write_pair(
     if keys.is_empty() {
         return Ok(());
     }
-    let mut stream = stream_ahead(ctx, OBJECT_WRITES_SQL, object_params(session, keys)).await?;
+    // The candidates' writes are a few of the session's operations, and their bodies most of its
+    // bytes: the join's keys filter the rows before the bodies are decoded.
+    let selective = with_filters_in_scan(ctx);
+    let mut stream = stream_ahead(&selective, OBJECT_WRITES_SQL, object_params(session, keys)).await?;
     let mut latest: HashMap<String, Write> = HashMap::new();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
@@ -457,91 +459,30 @@ pub async fn conflict_storms(
     o: &BehaviourOptions,
 ) -> Result<Vec<ConflictStorm>, QueryError> {
     let wanted = WalkFor { conflicts: true, ..WalkFor::default() };
-    let (storms, found) =
-        futures::try_join!(unplaced_conflict_storms(ctx, session, o), session_walk::walk(ctx, session, &wanted))?;
-    Ok(place_conflict_storms(storms, &found.conflicts.unwrap_or_default()))
+    let found = session_walk::walk(ctx, session, &wanted).await?;
+    storms_of(ctx, session, found.conflicts.unwrap_or_default(), o).await
 }
 
-/// The storms with the indexes of their first and last conflict, which an ordered pass over the
-/// session found (`session_walk`; its `conflict` flag is the view's filter).
-pub(crate) fn place_conflict_storms(
-    mut storms: Vec<ConflictStorm>,
-    spans: &HashMap<ActorObject, FailureSpan>,
-) -> Vec<ConflictStorm> {
-    for storm in &mut storms {
-        let key = (storm.actor_id.clone(), storm.kind.clone(), storm.namespace.clone(), storm.name.clone());
-        if let Some(span) = spans.get(&key) {
-            (storm.first_index, storm.last_index) = (span.first_index, span.last_index);
-        }
-    }
-    storms
-}
-
-/// Conflict storms of `session` without their indexes (see [`place_conflict_storms`]): everything
-/// else the storm says, from the `conflict_storms` view without its index columns (left out, they
-/// are not computed: numbering the session would be most of the statement).
-pub(crate) async fn unplaced_conflict_storms(
+/// The storms among the 409s the session walk counted, with how stale their attempts were: the
+/// versions of the storms' objects are read for that (`object_history.sql`), of theirs only.
+pub(crate) async fn storms_of(
     ctx: &SessionContext,
     session: &str,
+    tally: ConflictTally,
     o: &BehaviourOptions,
 ) -> Result<Vec<ConflictStorm>, QueryError> {
-    let sql = for_session_columns(
-        CONFLICT_STORMS,
-        &[("conflict_min", o.conflict_min)],
-        "session_id, actor_id, kind, namespace, name, conflicts, first_at, last_at",
-        "conflicts DESC, actor_id, kind, namespace, name",
-    );
-    let mut storms = Vec::new();
-    for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
-        let (actor, kind, ns, name) = (
-            Strings::of(&batch, "actor_id")?,
-            Strings::of(&batch, "kind")?,
-            Strings::of(&batch, "namespace")?,
-            Strings::of(&batch, "name")?,
-        );
-        let count = Ints::of(&batch, "conflicts")?;
-        let (first, last) = (Micros::of(&batch, "first_at")?, Micros::of(&batch, "last_at")?);
-        for row in 0..batch.num_rows() {
-            storms.push(ConflictStorm {
-                actor_id: actor.text(row),
-                kind: kind.text(row),
-                namespace: ns.text(row),
-                name: name.text(row),
-                conflicts: count.get(row).unwrap_or(0).max(0) as u64,
-                first_index: 0,
-                last_index: 0,
-                max_versions_behind: 0,
-                max_ms_since_replaced: 0,
-                recovered: false,
-                first_at: format_time(first.get(row).unwrap_or(0)),
-                last_at: format_time(last.get(row).unwrap_or(0)),
-            });
-        }
-    }
-    let keys: BTreeSet<String> = storms.iter().map(|s| object_key(&s.kind, &s.namespace, &s.name)).collect();
+    let storms = tally.storms(o.conflict_min);
+    let keys: BTreeSet<String> = storms.iter().map(|(s, _)| object_key(&s.kind, &s.namespace, &s.name)).collect();
     if keys.is_empty() {
-        return Ok(storms);
+        return Ok(Vec::new());
     }
     let history = object_history(ctx, session, &keys).await?;
-    let mut conflicts: HashMap<String, Vec<Attempt>> = HashMap::new();
-    for batch in collect(ctx, OBJECT_CONFLICTS_SQL, object_params(session, &keys)).await? {
-        let (key, actor) = (Strings::of(&batch, "object_key")?, Strings::of(&batch, "actor_id")?);
-        let (place, base) = (Places::of(&batch)?, Strings::of(&batch, "base_resource_version")?);
-        for row in 0..batch.num_rows() {
-            conflicts.entry(key.text(row)).or_default().push(Attempt {
-                actor: actor.text(row),
-                place: place.at(row),
-                sent: base.owned(row),
-            });
-        }
-    }
-    for storm in &mut storms {
+    let mut out = Vec::with_capacity(storms.len());
+    for (mut storm, attempts) in storms {
         let key = object_key(&storm.kind, &storm.namespace, &storm.name);
         let versions = history.get(&key).map_or(&[][..], Vec::as_slice);
-        let attempts = conflicts.get(&key).map_or(&[][..], Vec::as_slice);
-        let own = || attempts.iter().filter(|a| a.actor == storm.actor_id);
-        for attempt in own() {
-            let (at, Some(sent)) = (attempt.place.received_at, &attempt.sent) else { continue };
+        for attempt in &attempts {
+            let (at, Some(sent)) = (attempt.received_at, &attempt.sent) else { continue };
             // The version sent, then every version produced after it and before this attempt.
             let Some(position) = versions.iter().rposition(|v| &v.resource_version == sent && v.completed_at < at)
             else {
@@ -554,60 +495,13 @@ pub(crate) async fn unplaced_conflict_storms(
                     storm.max_ms_since_replaced.max(((at - replaced.completed_at) / 1000).max(0) as u64);
             }
         }
-        // Recovered: one of its writes went through after its last conflict.
-        let last_conflict = own().map(|a| &a.place).max();
-        storm.recovered =
-            last_conflict.is_some_and(|last| versions.iter().any(|v| v.actor == storm.actor_id && v.place > *last));
+        out.push(storm);
     }
-    Ok(storms)
-}
-
-/// A place in the session order, the order `index` numbers: `(received_at, audit_id, stage)`,
-/// compared field by field as the engine sorts them (none of the three is ever null). Comparing
-/// places answers "before or after" without numbering the whole session.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Place {
-    received_at: i64,
-    audit_id: String,
-    stage: String,
-}
-
-/// The `received_at`, `audit_id` and `stage` columns of a batch, read as [`Place`]s.
-struct Places {
-    received_at: Micros,
-    audit_id: Strings,
-    stage: Strings,
-}
-
-impl Places {
-    fn of(batch: &RecordBatch) -> Result<Self, QueryError> {
-        Ok(Places {
-            received_at: Micros::of(batch, "received_at")?,
-            audit_id: Strings::of(batch, "audit_id")?,
-            stage: Strings::of(batch, "stage")?,
-        })
-    }
-
-    fn at(&self, row: usize) -> Place {
-        Place {
-            received_at: self.received_at.get(row).unwrap_or(0),
-            audit_id: self.audit_id.text(row),
-            stage: self.stage.text(row),
-        }
-    }
-}
-
-/// One 409 answer: who got it, where in the session, and the resourceVersion the write was based on.
-struct Attempt {
-    actor: String,
-    place: Place,
-    sent: Option<String>,
+    Ok(out)
 }
 
 /// One version of an object, as a successful write produced it.
 struct Version {
-    place: Place,
-    actor: String,
     resource_version: String,
     completed_at: i64,
 }
@@ -620,16 +514,12 @@ async fn object_history(
 ) -> Result<HashMap<String, Vec<Version>>, QueryError> {
     let mut out: HashMap<String, Vec<Version>> = HashMap::new();
     for batch in collect(ctx, OBJECT_HISTORY_SQL, object_params(session, keys)).await? {
-        let (key, place, actor) =
-            (Strings::of(&batch, "object_key")?, Places::of(&batch)?, Strings::of(&batch, "actor_id")?);
+        let key = Strings::of(&batch, "object_key")?;
         let (rv, at) = (Strings::of(&batch, "resource_version")?, Micros::of(&batch, "completed_at")?);
         for row in 0..batch.num_rows() {
-            out.entry(key.text(row)).or_default().push(Version {
-                place: place.at(row),
-                actor: actor.text(row),
-                resource_version: rv.text(row),
-                completed_at: at.get(row).unwrap_or(0),
-            });
+            out.entry(key.text(row))
+                .or_default()
+                .push(Version { resource_version: rv.text(row), completed_at: at.get(row).unwrap_or(0) });
         }
     }
     Ok(out)
@@ -637,40 +527,7 @@ async fn object_history(
 
 /// Error requeue loops of `session`.
 pub async fn requeues(ctx: &SessionContext, session: &str, o: &BehaviourOptions) -> Result<Vec<Requeue>, QueryError> {
-    let sql = for_session(
-        ERROR_REQUEUES,
-        &[("requeue_min", o.requeue_min)],
-        "attempts DESC, actor_id, kind, namespace, name",
-    );
-    let mut out = Vec::new();
-    for batch in collect(ctx, &sql, vec![ScalarValue::from(session)]).await? {
-        let (actor, kind, ns, name) = (
-            Strings::of(&batch, "actor_id")?,
-            Strings::of(&batch, "kind")?,
-            Strings::of(&batch, "namespace")?,
-            Strings::of(&batch, "name")?,
-        );
-        let (code, attempts, error) =
-            (Ints::of(&batch, "status_code")?, Ints::of(&batch, "attempts")?, Strings::of(&batch, "error")?);
-        let (first, last) = (Micros::of(&batch, "first_at")?, Micros::of(&batch, "last_at")?);
-        for row in 0..batch.num_rows() {
-            let attempts = attempts.get(row).unwrap_or(0).max(0) as u64;
-            let (first_us, last_us) = (first.get(row).unwrap_or(0), last.get(row).unwrap_or(0));
-            out.push(Requeue {
-                actor_id: actor.text(row),
-                kind: kind.text(row),
-                namespace: ns.text(row),
-                name: name.text(row),
-                status_code: code.get(row).unwrap_or(0),
-                attempts,
-                mean_interval_s: ((last_us - first_us) as f64 / 1e6 / attempts.saturating_sub(1).max(1) as f64 * 10.0)
-                    .round()
-                    / 10.0,
-                first_at: format_time(first_us),
-                last_at: format_time(last_us),
-                error: error.text(row),
-            });
-        }
-    }
-    Ok(out)
+    let wanted = WalkFor { requeues: true, ..WalkFor::default() };
+    let found = session_walk::walk(ctx, session, &wanted).await?;
+    Ok(found.requeues.unwrap_or_default().requeues(o.requeue_min))
 }

@@ -40,6 +40,7 @@ pub mod diff;
 pub mod distinct_counts;
 pub mod engine;
 pub mod loops;
+mod repeated_failures;
 pub mod replay;
 pub mod report;
 mod sections;

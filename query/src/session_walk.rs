@@ -5,8 +5,8 @@
 //! numbers the whole session again every time (a window over every operation, plus merging the
 //! files in order). Instead, `session_walk.sql` streams the session once in that order, with a flag
 //! per section saying what each row counts for, and the walk counts positions as the rows go by.
-
-use std::collections::HashMap;
+//! Conflict storms and error requeue loops are counted in the same pass
+//! ([`crate::repeated_failures`]): their few columns ride along, instead of three more scans.
 
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -18,6 +18,7 @@ use crate::analyze::{
 };
 use crate::context::stream_ahead;
 use crate::loops::{Loop, LoopDetector};
+use crate::repeated_failures::{ConflictTally, RequeueTally};
 use crate::values::{Bools, Floats, Ints, Micros, Strings, format_time};
 
 const SESSION_WALK_SQL: &str = include_str!("../sql/session_walk.sql");
@@ -32,13 +33,12 @@ pub(crate) struct WalkFor {
     /// The errors section: failures counted by type, status and actor, the first and last
     /// position of each status, the first and last failure.
     pub(crate) failures: bool,
-    /// The first and last position of each actor's 409s on each object.
+    /// Each actor's 409s on each object: how many, where, when, on which versions, and whether
+    /// the actor wrote the object after its last one (conflict storms).
     pub(crate) conflicts: bool,
+    /// Each actor's failures other than 409 on each object, by status (error requeue loops).
+    pub(crate) requeues: bool,
 }
-
-/// An actor and an object (`actor_id`, `kind`, `namespace`, `name`; `""` for null), as the
-/// `conflict_storms` view groups its 409s.
-pub(crate) type ActorObject = (String, String, String, String);
 
 /// Where some failures (those with one status code, or one actor's 409s on one object) happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +56,10 @@ pub(crate) struct WalkFindings {
     pub(crate) slow: Option<(Vec<SlowOperation>, u64)>,
     /// The errors section.
     pub(crate) errors: Option<ErrorReport>,
-    /// First and last 409 per actor and object.
-    pub(crate) conflicts: Option<HashMap<ActorObject, FailureSpan>>,
+    /// The 409s per actor and object.
+    pub(crate) conflicts: Option<ConflictTally>,
+    /// The other failures per actor, object and status.
+    pub(crate) requeues: Option<RequeueTally>,
 }
 
 /// Streams `session` once in session order and finds what `wanted` asks for.
@@ -71,7 +73,8 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
     let mut detector = wanted.loop_window.map(LoopDetector::new);
     let mut slow: Option<(Vec<SlowOperation>, u64)> = wanted.slow.map(|_| (Vec::new(), 0));
     let mut errors: Option<ErrorTally> = wanted.failures.then(ErrorTally::default);
-    let mut conflicts: Option<HashMap<ActorObject, FailureSpan>> = wanted.conflicts.then(HashMap::new);
+    let mut conflicts: Option<ConflictTally> = wanted.conflicts.then(ConflictTally::default);
+    let mut requeues: Option<RequeueTally> = wanted.requeues.then(RequeueTally::default);
 
     let mut stream = stream_ahead(ctx, SESSION_WALK_SQL, params).await?;
     // The rows come in session order: an operation's index is how many came before it.
@@ -87,6 +90,8 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
         let (duration, actor) = (Floats::of(&batch, "duration_ms")?, Strings::of(&batch, "actor_id")?);
         let (received, status) = (Micros::of(&batch, "received_at")?, Ints::of(&batch, "status_code")?);
         let message = Strings::of(&batch, "error")?;
+        let (new_version, sent) = (Bools::of(&batch, "new_version")?, Strings::of(&batch, "sent")?);
+        let group = |row: usize| (actor.get(row), kind.get(row), ns.get(row), name.get(row));
         let failed_at = |row: usize, index: u64| FailedOperation {
             index,
             sequence_number: index + 1,
@@ -144,13 +149,18 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
                 }
                 last_failed = Some((row, position));
             }
-            if let Some(conflicts) = conflicts.as_mut()
-                && conflict.get(row) == Some(true)
+            if let Some(conflicts) = conflicts.as_mut() {
+                if conflict.get(row) == Some(true) {
+                    conflicts.conflict(group(row), position, received.get(row).unwrap_or(0), sent.get(row));
+                } else if new_version.get(row) == Some(true) {
+                    conflicts.new_version(group(row));
+                }
+            }
+            if let Some(requeues) = requeues.as_mut()
+                && failed.get(row) == Some(true)
+                && let Some(status) = status.get(row).filter(|code| *code != 409)
             {
-                conflicts
-                    .entry((actor.text(row), kind.text(row), ns.text(row), name.text(row)))
-                    .and_modify(|span| span.last_index = position)
-                    .or_insert(FailureSpan { first_index: position, last_index: position });
+                requeues.failure(group(row), status, received.get(row).unwrap_or(0), message.get(row).unwrap_or(""));
             }
         }
         if let (Some(errors), Some((row, position))) = (errors.as_mut(), last_failed) {
@@ -162,5 +172,6 @@ pub(crate) async fn walk(ctx: &SessionContext, session: &str, wanted: &WalkFor) 
         slow,
         errors: errors.map(ErrorTally::finish),
         conflicts,
+        requeues,
     })
 }

@@ -21,7 +21,7 @@ use serde_json::value::RawValue;
 use crate::QueryError;
 use crate::candidates::{self, FightCandidate, HotLoopCandidate};
 use crate::context::{collect, stream_ahead, with_filters_in_scan};
-use crate::diff::diff_raw;
+use crate::diff::{FieldChange, diff_raw};
 use crate::repeated_failures::ConflictTally;
 use crate::session_walk::{self, WalkFor};
 use crate::values::{Ints, Micros, Strings, format_time};
@@ -295,11 +295,22 @@ pub async fn hot_loops_and_fights(
     let mut fields: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); loops.len()];
     let mut trackers: HashMap<String, FlipTracker> = HashMap::new();
     each_write_pair(ctx, session, &keys, |key, before, after| {
-        for &i in loops_by_object.get(key).map_or(&[][..], Vec::as_slice) {
-            classify_pair(&mut loops[i], &mut fields[i], before, after);
+        // The hot loop of the writing actor on this object, if any (one per actor and object).
+        let hot = loops_by_object.get(key).into_iter().flatten().copied().find(|&i| loops[i].actor_id == after.actor);
+        let fight = fight_keys.contains(key);
+        if hot.is_none() && !fight {
+            return;
         }
-        if fight_keys.contains(key) {
-            trackers.entry(key.to_owned()).or_default().pair(before, after);
+        // Compared once, for both sections.
+        let changes = match (&before.object, &after.object) {
+            (Some(a), Some(b)) => diff_raw(a, b, false),
+            _ => Vec::new(),
+        };
+        if let Some(i) = hot {
+            classify_pair(&mut loops[i], &mut fields[i], before, after, &changes);
+        }
+        if fight {
+            trackers.entry(key.to_owned()).or_default().pair(after, &changes);
         }
     })
     .await?;
@@ -351,17 +362,16 @@ fn unclassified(c: HotLoopCandidate) -> HotLoop {
     }
 }
 
-/// Sorts one write of the loop into spec, status or no-op by comparing it with the version before
-/// it (written by anyone), and counts the fields it changed.
-fn classify_pair(hot: &mut HotLoop, fields: &mut BTreeMap<String, u64>, before: &Write, after: &Write) {
-    if after.actor != hot.actor_id {
-        return;
-    }
-    let changes = match (&before.object, &after.object) {
-        (Some(a), Some(b)) => diff_raw(a, b, false),
-        _ => Vec::new(),
-    };
-    for change in &changes {
+/// Sorts one write of the loop into spec, status or no-op by what it `changes` from the version
+/// before it (written by anyone), and counts the fields it changed.
+fn classify_pair(
+    hot: &mut HotLoop,
+    fields: &mut BTreeMap<String, u64>,
+    before: &Write,
+    after: &Write,
+    changes: &[FieldChange],
+) {
+    for change in changes {
         *fields.entry(change.path.clone()).or_default() += 1;
     }
     let generation_moved = before.generation.is_some() && before.generation != after.generation;
@@ -400,9 +410,10 @@ struct FlipTracker {
 }
 
 impl FlipTracker {
-    fn pair(&mut self, before: &Write, after: &Write) {
-        let (Some(a), Some(b)) = (&before.object, &after.object) else { return };
-        for change in diff_raw(a, b, false).into_iter().filter(|c| !c.path.starts_with("status")) {
+    /// Counts one write of the object: the fields it `changes` from the version before it, outside
+    /// `status`, and who set which value.
+    fn pair(&mut self, after: &Write, changes: &[FieldChange]) {
+        for change in changes.iter().filter(|c| !c.path.starts_with("status")) {
             let value = change.new.clone().unwrap_or(Value::Null);
             let track = self.tracks.entry(change.path.clone()).or_insert_with(|| Track {
                 last_actor: String::new(),

@@ -17,7 +17,9 @@
 //!   log, `kubestep_query::sql`; where `analyze causality` streams the session into its own pass
 //!   for its edges, DuckDB runs the view's SQL of each kind of edge, and where `analyze` streams the
 //!   successful writes for its hot-loop and fight candidates, the `hot_loops` and
-//!   `fight_candidates` views) over the same Parquet files (median
+//!   `fight_candidates` views, and where it counts conflict storms and requeue loops in its walk
+//!   over the session, the walk's statement and the `conflict_storms` and `error_requeues` views)
+//!   over the same Parquet files (median
 //!   of 3 on one connection, and for commands under 2 s also from a new connection each run), and over
 //!   the raw JSON lines shaped by
 //!   `benches/report/operations_from_json.sql` (up to `KUBESTEP_REPORT_JSON_QUERY_MAX` events,
@@ -442,6 +444,16 @@ fn run_queries(commands: &mut [QueryCommand]) {
                         .into_iter()
                         .map(|sql| json!({ "sql": sql, "params": statement["params"].clone() }))
                         .collect();
+                }
+                // And it counts conflict storms and requeue loops in its walk over the session:
+                // DuckDB runs the walk's statement and the two views for the session.
+                if statement["sql"].as_str() == Some(kubestep_query::analyze::SESSION_WALK_SQL) {
+                    let options = kubestep_query::behaviour::BehaviourOptions::default();
+                    let session = json!([statement["params"][0].clone()]);
+                    let views = kubestep_query::behaviour::repeated_failures_views_sql(&options)
+                        .into_iter()
+                        .map(|sql| json!({ "sql": sql, "params": session.clone() }));
+                    return std::iter::once(statement).chain(views).collect();
                 }
                 if statement["sql"].as_str() == Some(kubestep_query::causality::STEPS_SQL) {
                     kubestep_query::causality::EDGE_KINDS

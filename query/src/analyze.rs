@@ -20,6 +20,8 @@ use crate::loops::Loop;
 use crate::sections::Sections;
 use crate::session_walk::{self, FailureSpan, WalkFindings, WalkFor};
 
+pub use crate::session_walk::SESSION_WALK_SQL;
+
 /// At most this many slow operations and loops are listed in a report (the totals are exact).
 pub const MAX_LISTED: usize = 1000;
 

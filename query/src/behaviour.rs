@@ -25,6 +25,7 @@ use crate::diff::{FieldChange, diff_raw};
 use crate::repeated_failures::ConflictTally;
 use crate::session_walk::{self, WalkFor};
 use crate::values::{Ints, Micros, Strings, format_time};
+use crate::views::{CONFLICT_STORMS, ERROR_REQUEUES, for_session, for_session_columns};
 
 const OBJECT_WRITES_SQL: &str = include_str!("../sql/object_writes.sql");
 const OBJECT_HISTORY_SQL: &str = include_str!("../sql/object_history.sql");
@@ -461,6 +462,27 @@ impl FlipTracker {
         fields.sort_by(|a, b| b.flips.cmp(&a.flips).then_with(|| a.path.cmp(&b.path)));
         (fields, order)
     }
+}
+
+/// The SQL of the `conflict_storms` and `error_requeues` views for one session (`$1`), whose rows
+/// `analyze` counts in its walk over the session instead (see [`crate::repeated_failures`]): what
+/// another engine runs to answer the same (the benchmark report gives them to DuckDB). The storms
+/// leave out the view's index columns, which the walk counts and which would make an engine number
+/// the whole session.
+pub fn repeated_failures_views_sql(o: &BehaviourOptions) -> [String; 2] {
+    [
+        for_session_columns(
+            CONFLICT_STORMS,
+            &[("conflict_min", o.conflict_min)],
+            "session_id, actor_id, kind, namespace, name, conflicts, first_at, last_at",
+            "conflicts DESC, actor_id, kind, namespace, name",
+        ),
+        for_session(
+            ERROR_REQUEUES,
+            &[("requeue_min", o.requeue_min)],
+            "attempts DESC, actor_id, kind, namespace, name",
+        ),
+    ]
 }
 
 /// Conflict storms of `session`.

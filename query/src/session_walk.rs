@@ -21,7 +21,9 @@ use crate::loops::{Loop, LoopDetector};
 use crate::repeated_failures::{ConflictTally, RequeueTally};
 use crate::values::{Bools, Floats, Ints, Micros, Strings, format_time};
 
-const SESSION_WALK_SQL: &str = include_str!("../sql/session_walk.sql");
+/// The walk's statement: every operation of session `$1` in order, with the flags of what it counts
+/// for (`$2` the slow threshold in milliseconds, `$3` whether watches count as slow).
+pub const SESSION_WALK_SQL: &str = include_str!("../sql/session_walk.sql");
 
 /// What one walk looks for; `None` leaves a section out.
 #[derive(Debug, Clone, Default)]

@@ -392,6 +392,36 @@ fn the_behaviour_views_answer_plain_sql() {
     assert_eq!(kinds, vec![vec!["owner".to_owned()], vec!["rv".to_owned()], vec!["watch".to_owned()]]);
 }
 
+/// Slow operations leave watches out unless `--include-watch`: the totals are the operations at or
+/// over the threshold, with and without the watches among them.
+#[test]
+fn watches_are_slow_operations_only_when_asked_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (log, _) = simulate(tmp.path(), "mixed", "21", &["--events", "5000"]);
+    let data = tmp.path().join("data");
+    assert!(import(&data, &[&log], &["-q", "--session", "w"]).status.success());
+    let d = data.display().to_string();
+    let mut compared = 0;
+    for threshold in ["1", "500", "1000"] {
+        let total = |extra: &[&str]| {
+            let mut args = vec!["analyze", "w", "-d", &d, "--slow", "--threshold", threshold, "--format", "json"];
+            args.extend_from_slice(extra);
+            let output = kubestep(&args, None);
+            assert!(output.status.success(), "{:?}", text(&output));
+            let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+            report["slow_operations_total"].as_u64().unwrap()
+        };
+        let (without, with) = (total(&[]), total(&["--include-watch"]));
+        let counted = |condition: &str| {
+            count(&data, &format!("SELECT count(*) FROM operations WHERE duration_ms >= {threshold} {condition}"))
+        };
+        assert_eq!(without, counted("AND verb <> 'watch'"), "threshold {threshold}");
+        assert_eq!(with, counted(""), "threshold {threshold}");
+        compared += usize::from(with > without && without > 0);
+    }
+    assert!(compared > 0, "no threshold where watches made a difference");
+}
+
 /// `analyze` counts conflict storms and requeue loops in its walk over the session instead of
 /// asking the views; for every session (a scenario's and the real samples') and several
 /// thresholds, the walk gives the views' rows in the views' order, and a storm is "recovered"

@@ -9,8 +9,18 @@
 WITH wanted AS (
     SELECT DISTINCT unnest(string_to_array($2, chr(10))) AS object_key
 ),
+-- The keys taken apart, so the join compares the columns as stored: the filter it hands the scan
+-- (the keys it holds) then needs no key built per row. Kinds and namespaces hold no '/'; the name
+-- is the rest of the key.
+wanted_objects AS (
+    SELECT split_part(object_key, '/', 1) AS kind,
+           split_part(object_key, '/', 2) AS namespace,
+           substr(object_key, length(split_part(object_key, '/', 1)) + length(split_part(object_key, '/', 2)) + 3)
+               AS name
+    FROM wanted
+),
 written AS (
-    SELECT concat(kind, '/', coalesce(namespace, ''), '/', name) AS object_key,
+    SELECT coalesce(kind, '') AS kind, coalesce(namespace, '') AS namespace, name,
            session_id, received_at, audit_id, stage,
            actor_id, verb, subresource, generation, resource_version, response_object
     FROM operations
@@ -20,7 +30,8 @@ written AS (
       AND NOT coalesce(dry_run, false)
 )
 -- The short list of keys is the build side of the join: the writes are probed in their order.
-SELECT object_key, received_at, actor_id, verb, subresource, generation, resource_version, response_object
-FROM wanted
-JOIN written USING (object_key)
+SELECT concat(w.kind, '/', w.namespace, '/', w.name) AS object_key,
+       received_at, actor_id, verb, subresource, generation, resource_version, response_object
+FROM wanted_objects o
+JOIN written w ON w.kind = o.kind AND w.namespace = o.namespace AND w.name = o.name
 ORDER BY session_id, received_at, audit_id, stage

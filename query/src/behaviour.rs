@@ -22,6 +22,7 @@ use crate::QueryError;
 use crate::candidates::{self, FightCandidate, HotLoopCandidate};
 use crate::context::{collect, stream_ahead, with_filters_in_scan};
 use crate::diff::{FieldChange, diff_raw};
+use crate::group_keys::GroupMap;
 use crate::repeated_failures::ConflictTally;
 use crate::session_walk::{self, WalkFor};
 use crate::values::{Ints, Micros, Strings, format_time};
@@ -228,7 +229,7 @@ async fn each_write_pair(
     // bytes: the join's keys filter the rows before the bodies are decoded.
     let selective = with_filters_in_scan(ctx);
     let mut stream = stream_ahead(&selective, OBJECT_WRITES_SQL, object_params(session, keys)).await?;
-    let mut latest: HashMap<String, Write> = HashMap::new();
+    let mut latest: GroupMap<Write> = GroupMap::default();
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         let key = Strings::of(&batch, "object_key")?;
@@ -283,22 +284,22 @@ pub async fn hot_loops_and_fights(
     let mut loops: Vec<HotLoop> = found.hot_loops.into_iter().map(unclassified).collect();
     let candidates = found.fights;
 
-    let mut loops_by_object: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut loops_by_object: GroupMap<Vec<usize>> = GroupMap::default();
     for (i, hot) in loops.iter().enumerate() {
         loops_by_object.entry(object_key(&hot.kind, &hot.namespace, &hot.name)).or_default().push(i);
     }
     let candidate_key =
         |c: &FightCandidate| object_key(c.kind.as_deref().unwrap_or(""), c.namespace.as_deref().unwrap_or(""), &c.name);
-    let fight_keys: BTreeSet<String> = candidates.iter().map(candidate_key).collect();
-    let keys: BTreeSet<String> = loops_by_object.keys().cloned().chain(fight_keys.iter().cloned()).collect();
+    let fight_keys: GroupMap<()> = candidates.iter().map(|c| (candidate_key(c), ())).collect();
+    let keys: BTreeSet<String> = loops_by_object.keys().chain(fight_keys.keys()).cloned().collect();
     tracing::debug!(elapsed_ms = began.elapsed().as_millis(), objects = keys.len(), "hot-loop and fight candidates");
 
     let mut fields: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); loops.len()];
-    let mut trackers: HashMap<String, FlipTracker> = HashMap::new();
+    let mut trackers: GroupMap<FlipTracker> = GroupMap::default();
     each_write_pair(ctx, session, &keys, |key, before, after| {
         // The hot loop of the writing actor on this object, if any (one per actor and object).
         let hot = loops_by_object.get(key).into_iter().flatten().copied().find(|&i| loops[i].actor_id == after.actor);
-        let fight = fight_keys.contains(key);
+        let fight = fight_keys.contains_key(key);
         if hot.is_none() && !fight {
             return;
         }
@@ -311,7 +312,10 @@ pub async fn hot_loops_and_fights(
             classify_pair(&mut loops[i], &mut fields[i], before, after, &changes);
         }
         if fight {
-            trackers.entry(key.to_owned()).or_default().pair(after, &changes);
+            match trackers.get_mut(key) {
+                Some(tracker) => tracker.pair(after, &changes),
+                None => trackers.entry(key.to_owned()).or_default().pair(after, &changes),
+            }
         }
     })
     .await?;

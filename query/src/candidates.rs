@@ -11,8 +11,7 @@
 //! with the actors and objects written, not with the writes: per actor and object the pass holds
 //! the times of one window, per object the latest update.
 
-use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
+use std::collections::VecDeque;
 
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
@@ -21,6 +20,7 @@ use futures::StreamExt;
 use crate::QueryError;
 use crate::behaviour::BehaviourOptions;
 use crate::context::stream_ahead;
+use crate::group_keys::{GroupMap, push_field};
 use crate::values::{Bools, Micros, Strings};
 use crate::views::{FIGHT_CANDIDATES, HOT_LOOPS, for_session};
 
@@ -154,19 +154,6 @@ impl ObjectTurns {
     }
 }
 
-/// Appends `value` to a map key, null and empty kept apart (length-prefixed, so no text can fake
-/// a separator).
-fn push_key_part(key: &mut String, value: Option<&str>) {
-    match value {
-        None => key.push('-'),
-        Some(text) => {
-            // Writing to a String cannot fail.
-            let _ = write!(key, "{}:", text.len());
-            key.push_str(text);
-        }
-    }
-}
-
 /// Streams the successful writes of `session` once and finds the hot-loop candidates (when
 /// `hot_loops`) and fight candidates (when `fights`) with the thresholds of `o`.
 pub async fn find(
@@ -180,8 +167,10 @@ pub async fn find(
         return Ok(Candidates::default());
     }
     let window_us = i64::try_from(o.hot_window_s.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
-    let mut pairs: HashMap<String, PairWrites> = HashMap::new();
-    let mut objects: HashMap<String, ObjectTurns> = HashMap::new();
+    // Looked up by group key, kept in a list: growing a map moves its keys and indexes, not the
+    // counts.
+    let (mut pair_at, mut pairs): (GroupMap<usize>, Vec<PairWrites>) = Default::default();
+    let (mut object_at, mut objects): (GroupMap<usize>, Vec<ObjectTurns>) = Default::default();
     let mut key = String::new();
 
     let mut stream = stream_ahead(ctx, SUCCESSFUL_WRITES_SQL, vec![ScalarValue::from(session)]).await?;
@@ -197,22 +186,24 @@ pub async fn find(
             let (Some(name), Some(at)) = (name.get(row), received.get(row)) else { continue };
             let (actor, kind, ns) = (actor.get(row), kind.get(row), ns.get(row));
             key.clear();
-            push_key_part(&mut key, kind);
-            push_key_part(&mut key, ns);
-            push_key_part(&mut key, Some(name));
+            push_field(&mut key, kind);
+            push_field(&mut key, ns);
+            push_field(&mut key, Some(name));
             if fights && is_update.get(row) == Some(true) {
-                match objects.get_mut(key.as_str()) {
+                match object_at.get(key.as_str()).and_then(|at| objects.get_mut(*at)) {
                     Some(object) => object.update(actor, at, window_us),
                     None => {
-                        objects.insert(key.clone(), ObjectTurns::first(kind, ns, name, actor, at));
+                        object_at.insert(key.clone(), objects.len());
+                        objects.push(ObjectTurns::first(kind, ns, name, actor, at));
                     }
                 }
             }
             if hot_loops {
-                push_key_part(&mut key, actor);
-                let pair = match pairs.get_mut(key.as_str()) {
-                    Some(pair) => pair,
-                    None => pairs.entry(key.clone()).or_insert(PairWrites {
+                push_field(&mut key, actor);
+                let known = pair_at.get(key.as_str()).copied();
+                let index = known.unwrap_or_else(|| {
+                    pair_at.insert(key.clone(), pairs.len());
+                    pairs.push(PairWrites {
                         actor_id: actor.map(str::to_owned),
                         kind: kind.map(str::to_owned),
                         namespace: ns.map(str::to_owned),
@@ -221,8 +212,10 @@ pub async fn find(
                         first_us: at,
                         last_us: at,
                         peak: WindowPeak::default(),
-                    }),
-                };
+                    });
+                    pairs.len() - 1
+                });
+                let Some(pair) = pairs.get_mut(index) else { continue };
                 pair.writes += 1;
                 pair.last_us = at;
                 pair.peak.push(at, window_us);
@@ -231,7 +224,8 @@ pub async fn find(
     }
 
     let mut found = Candidates::default();
-    for pair in pairs.into_values() {
+    drop(pair_at);
+    for pair in pairs {
         let peak = pair.peak.finish();
         if peak < o.hot_writes {
             continue;
@@ -255,8 +249,9 @@ pub async fn find(
             .then_with(|| nulls_last(&a.namespace, &b.namespace))
             .then_with(|| a.name.cmp(&b.name))
     });
+    drop(object_at);
     found.fights = objects
-        .into_values()
+        .into_iter()
         .filter(|object| object.turns > 0 && object.turns >= o.fight_turns)
         .map(|object| FightCandidate {
             kind: object.kind,

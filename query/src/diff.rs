@@ -14,11 +14,8 @@
 //! [`diff_values`] gives on the parsed trees (a test holds the two together).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::Serialize;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -52,7 +49,7 @@ pub fn diff_objects(old: &str, new: &str, all_fields: bool) -> Result<Vec<FieldC
 /// for callers that keep each version as text and compare it with the next.
 pub fn diff_raw(old: &RawValue, new: &RawValue, all_fields: bool) -> Vec<FieldChange> {
     let mut out = Vec::new();
-    walk_raw(&mut String::new(), Some(old), Some(new), all_fields, &mut out);
+    walk_raw(&mut String::new(), Some(old.get()), Some(new.get()), all_fields, &mut out);
     out
 }
 
@@ -111,22 +108,35 @@ fn walk(path: &mut String, old: Option<&Value>, new: Option<&Value>, all: bool, 
     }
 }
 
-/// [`walk`] over texts: equal texts are equal values; two objects or two arrays are opened one
-/// level and their members compared the same way; anything else is parsed and compared as values.
-fn walk_raw(path: &mut String, old: Option<&RawValue>, new: Option<&RawValue>, all: bool, out: &mut Vec<FieldChange>) {
+/// [`walk`] over texts that are JSON: equal texts are equal values; two objects or two arrays are
+/// opened one level and their members compared the same way; anything else is parsed and compared
+/// as values.
+fn walk_raw(path: &mut String, old: Option<&str>, new: Option<&str>, all: bool, out: &mut Vec<FieldChange>) {
     if let (Some(a), Some(b)) = (old, new) {
-        if a.get() == b.get() {
+        if a == b {
             return;
         }
         match (Members::of(a), Members::of(b)) {
             (Some(Members::Object(a)), Some(Members::Object(b))) => {
-                let mut keys: Vec<&Cow<'_, str>> = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).collect();
-                keys.sort();
-                for key in keys {
+                // Both sorted by key: walked side by side, every key once, in order.
+                let (mut i, mut j) = (0, 0);
+                while i < a.len() || j < b.len() {
+                    let (key, old, new) = match (a.get(i), b.get(j)) {
+                        (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                            std::cmp::Ordering::Less => (ka, Some(*va), None),
+                            std::cmp::Ordering::Greater => (kb, None, Some(*vb)),
+                            std::cmp::Ordering::Equal => (ka, Some(*va), Some(*vb)),
+                        },
+                        (Some((ka, va)), None) => (ka, Some(*va), None),
+                        (None, Some((kb, vb))) => (kb, None, Some(*vb)),
+                        (None, None) => break,
+                    };
+                    i += usize::from(old.is_some());
+                    j += usize::from(new.is_some());
                     let len = path.len();
                     push_key(path, key);
                     if all || !is_noise(path, key) {
-                        walk_raw(path, a.get(key).copied(), b.get(key).copied(), all, out);
+                        walk_raw(path, old, new, all, out);
                     }
                     path.truncate(len);
                 }
@@ -135,7 +145,9 @@ fn walk_raw(path: &mut String, old: Option<&RawValue>, new: Option<&RawValue>, a
             (Some(Members::Array(a)), Some(Members::Array(b))) => {
                 for i in 0..a.len().max(b.len()) {
                     let len = path.len();
-                    path.push_str(&format!("[{i}]"));
+                    path.push('[');
+                    crate::group_keys::push_number(path, i as u64);
+                    path.push(']');
                     walk_raw(path, a.get(i).copied(), b.get(i).copied(), all, out);
                     path.truncate(len);
                 }
@@ -144,85 +156,140 @@ fn walk_raw(path: &mut String, old: Option<&RawValue>, new: Option<&RawValue>, a
             _ => {}
         }
     }
-    let parse = |raw: Option<&RawValue>| raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok());
+    let parse = |text: Option<&str>| text.and_then(|t| serde_json::from_str::<Value>(t).ok());
     let (a, b) = (parse(old), parse(new));
     if a != b {
         out.push(FieldChange { path: path.clone(), old: a, new: b });
     }
 }
 
-/// One level of a JSON object or array, its members still text. A key that appears twice keeps
-/// its last value, as parsing into a [`Value`] does.
+/// One level of a JSON object or array, its members still text: an object's members sorted by
+/// key, a key that appears twice keeping its last value (as parsing into a [`Value`] does).
 enum Members<'a> {
-    Object(BTreeMap<Cow<'a, str>, &'a RawValue>),
-    Array(Vec<&'a RawValue>),
+    Object(Vec<(Cow<'a, str>, &'a str)>),
+    Array(Vec<&'a str>),
 }
 
 impl<'a> Members<'a> {
-    /// The members of `raw` when it is an object or an array (and is JSON); `None` for a scalar.
-    fn of(raw: &'a RawValue) -> Option<Self> {
-        match raw.get().trim_start().as_bytes().first() {
-            Some(b'{' | b'[') => {
-                let mut de = serde_json::Deserializer::from_str(raw.get());
-                Members::deserialize(&mut de).ok()
+    /// The members of `text` when it is an object or an array; `None` for a scalar.
+    ///
+    /// `text` must be JSON (the callers' texts were checked once, as a whole, and a member of JSON
+    /// is JSON): this only finds where each member starts and ends, which is most of what comparing
+    /// two versions costs, without checking the grammar again. Should the text not be JSON after
+    /// all, the answer is `None` or members cut somewhere, never a panic.
+    fn of(text: &'a str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        let mut at = skip_space(bytes, 0);
+        let (open, close) = match bytes.get(at) {
+            Some(b'{') => (true, b'}'),
+            Some(b'[') => (false, b']'),
+            _ => return None,
+        };
+        at = skip_space(bytes, at + 1);
+        let (mut object, mut array) = (Vec::new(), Vec::new());
+        if bytes.get(at) != Some(&close) {
+            loop {
+                if open {
+                    let key_end = end_of_string(bytes, at)?;
+                    let quoted = text.get(at..key_end)?;
+                    let inner = quoted.get(1..quoted.len().checked_sub(1)?)?;
+                    let key = if inner.contains('\\') {
+                        Cow::Owned(serde_json::from_str::<String>(quoted).ok()?)
+                    } else {
+                        Cow::Borrowed(inner)
+                    };
+                    at = skip_space(bytes, key_end);
+                    if bytes.get(at) != Some(&b':') {
+                        return None;
+                    }
+                    at = skip_space(bytes, at + 1);
+                    let end = end_of_value(bytes, at)?;
+                    object.push((key, text.get(at..end)?));
+                    at = end;
+                } else {
+                    let end = end_of_value(bytes, at)?;
+                    array.push(text.get(at..end)?);
+                    at = end;
+                }
+                at = skip_space(bytes, at);
+                match bytes.get(at) {
+                    Some(b',') => at = skip_space(bytes, at + 1),
+                    Some(c) if *c == close => break,
+                    _ => return None,
+                }
             }
-            _ => None,
+        }
+        if !open {
+            return Some(Members::Array(array));
+        }
+        // Sorted by key, the order kept among equal keys; of those, the last one stays.
+        object.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut kept: Vec<(Cow<'a, str>, &'a str)> = Vec::with_capacity(object.len());
+        for member in object {
+            match kept.last_mut() {
+                Some(last) if last.0 == member.0 => *last = member,
+                _ => kept.push(member),
+            }
+        }
+        Some(Members::Object(kept))
+    }
+}
+
+/// The first position at or after `at` that is not JSON whitespace.
+fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+    while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// Just past the string that starts (with its quote) at `at`.
+fn end_of_string(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut i = at + 1;
+    loop {
+        match bytes.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
         }
     }
 }
 
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(MembersVisitor)
-    }
-}
-
-struct MembersVisitor;
-
-impl<'de> Visitor<'de> for MembersVisitor {
-    type Value = Members<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object or array")
-    }
-
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-        let mut members = BTreeMap::new();
-        while let Some(Key(key)) = map.next_key()? {
-            let value: &'de RawValue = map.next_value()?;
-            members.insert(key, value);
-        }
-        Ok(Members::Object(members))
-    }
-
-    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Self::Value, S::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<&'de RawValue>()? {
-            items.push(item);
-        }
-        Ok(Members::Array(items))
-    }
-}
-
-/// An object key, borrowed from the text unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an object key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
+/// Just past the value that starts at `at`: a string, an object or array (to its matching
+/// bracket, strings inside skipped), or a scalar (to the next delimiter).
+fn end_of_value(bytes: &[u8], at: usize) -> Option<usize> {
+    match bytes.get(at)? {
+        b'"' => end_of_string(bytes, at),
+        b'{' | b'[' => {
+            let (mut depth, mut i) = (0usize, at);
+            loop {
+                match bytes.get(i)? {
+                    b'"' => {
+                        i = end_of_string(bytes, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
             }
         }
-        deserializer.deserialize_str(KeyVisitor)
+        _ => {
+            let mut i = at;
+            while !matches!(bytes.get(i), None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')) {
+                i += 1;
+            }
+            (i > at).then_some(i)
+        }
     }
 }
 
@@ -248,6 +315,14 @@ mod tests {
         (r#"{"v":"x"}"#, r#"{"v":{"x":1}}"#),
         (r#"[1,{"a":2}]"#, r#"[1,{"a":3},4]"#),
         (r#""text""#, r#"{"a":1}"#),
+        // Brackets, quotes and backslashes inside strings; whitespace everywhere JSON allows it.
+        (r#"{"s":"}{][,:\"","t":"a\\"}"#, r#"{ "s" : "}{][,:\"" , "t" : "a\\\\" }"#),
+        (
+            r#"{"a":{"b":["}",{"c":"]"}]},"d":[]}"#,
+            "{\n\t\"a\" :\r\n{ \"b\" : [ \"}\" , { \"c\" : \"[\" } ] } ,\"d\":[ ],\"e\":{ }}",
+        ),
+        (r#"{"\u0061":1,"é":[1, -2.5e+3, true, null]}"#, r#"{"a":2,"é":[1,-2.5e+3,false,null]}"#),
+        (r#"[ ]"#, r#"[[],{},"",0]"#),
         (
             r#"{"metadata":{"resourceVersion":"1","managedFields":[1]},"status":{"c":[{"lastProbeTime":"t","x":1}]}}"#,
             r#"{"metadata":{"resourceVersion":"2","managedFields":[2]},"status":{"c":[{"lastProbeTime":"u","x":2}]}}"#,
@@ -273,6 +348,73 @@ mod tests {
         let some_differ = TRICKY_PAIRS.iter().filter(|(a, b)| !diff_objects(a, b, false).expect("JSON").is_empty());
         assert!(some_differ.count() >= 10, "the pairs exercise changes, not only equal values");
         assert!(diff_objects(TRICKY_PAIRS[0].0, TRICKY_PAIRS[0].1, true).expect("JSON").is_empty());
+    }
+
+    /// Every object in the real audit samples (`$KUBESTEP_SAMPLES`, else `../shared/audit-samples`).
+    fn sample_objects() -> Vec<String> {
+        let dir = std::env::var_os("KUBESTEP_SAMPLES")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/audit-samples"));
+        let mut files = vec![dir];
+        let mut objects = Vec::new();
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).expect("samples readable").flatten().map(|e| e.path()));
+                continue;
+            }
+            let text = String::from_utf8_lossy(&std::fs::read(&path).expect("sample readable")).into_owned();
+            let mut found = |event: &Value| {
+                for field in ["requestObject", "responseObject"] {
+                    if let Some(object) = event.get(field).filter(|o| o.is_object()) {
+                        objects.push(object.to_string());
+                    }
+                }
+            };
+            for line in text.lines() {
+                match serde_json::from_str::<Value>(line) {
+                    Ok(Value::Array(events)) => events.iter().for_each(&mut found),
+                    Ok(event) => {
+                        found(&event);
+                        event.get("items").and_then(Value::as_array).into_iter().flatten().for_each(&mut found);
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        objects
+    }
+
+    #[test]
+    fn real_objects_compare_by_text_as_parsed() {
+        let objects = sample_objects();
+        assert!(objects.len() >= 100, "the samples hold objects: {}", objects.len());
+        let parsed: Vec<Value> = objects.iter().map(|o| serde_json::from_str(o).expect("JSON")).collect();
+        let mut changed = 0;
+        for (i, j) in (1..objects.len()).map(|i| (i - 1, i)).chain((7..objects.len()).map(|i| (i - 7, i))) {
+            // Also written pretty: the same values, other texts.
+            let pretty = serde_json::to_string_pretty(&parsed[j]).expect("JSON");
+            for (a, b) in [(&objects[i], &objects[j]), (&objects[i], &pretty)] {
+                let by_text = diff_objects(a, b, false).expect("JSON");
+                assert_eq!(by_text, diff_values(&parsed[i], &parsed[j], false), "{a}\n{b}");
+                changed += usize::from(!by_text.is_empty());
+            }
+        }
+        assert!(changed > objects.len(), "most pairs differ: {changed}");
+    }
+
+    #[test]
+    fn cut_texts_give_no_members_and_never_panic() {
+        for (a, b) in TRICKY_PAIRS {
+            for text in [a, b] {
+                for end in (0..text.len()).filter(|end| text.is_char_boundary(*end)) {
+                    let cut = &text[..end];
+                    if Members::of(cut).is_some() {
+                        panic!("{cut:?} is cut, yet its members were found");
+                    }
+                    walk_raw(&mut String::new(), Some(cut), Some(text), true, &mut Vec::new());
+                }
+            }
+        }
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod context;
 pub mod diff;
 pub mod distinct_counts;
 pub mod engine;
+mod group_keys;
 pub mod loops;
 mod repeated_failures;
 pub mod replay;

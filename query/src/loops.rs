@@ -11,7 +11,6 @@
 //! says nothing about the work around them.
 
 use std::collections::VecDeque;
-use std::fmt::Write as _;
 
 use serde::Serialize;
 
@@ -103,12 +102,11 @@ impl LoopDetector {
         step.index = index;
         step.signature = signature;
         step.label.clear();
-        let name = if name.is_empty() { "*" } else { name };
-        // Writing to a String cannot fail.
-        let _ = match namespace {
-            "" => write!(step.label, "{operation_type} {kind} {name}"),
-            ns => write!(step.label, "{operation_type} {kind} {ns}/{name}"),
-        };
+        // `OPERATION Kind ns/name`, or `OPERATION Kind name` without a namespace (`*` without a name).
+        for part in [operation_type, " ", kind, " ", namespace, if namespace.is_empty() { "" } else { "/" }] {
+            step.label.push_str(part);
+        }
+        step.label.push_str(if name.is_empty() { "*" } else { name });
         step.kind.clear();
         step.kind.push_str(kind);
         self.recent.push_back(step);

@@ -13,9 +13,9 @@
 //! afterwards for the storms' objects only.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
 
 use crate::behaviour::{ConflictStorm, Requeue};
+use crate::group_keys::{GroupMap, push_field, push_number};
 use crate::session_walk::FailureSpan;
 use crate::values::format_time;
 
@@ -26,19 +26,12 @@ pub(crate) type FailureGroup = (Option<String>, Option<String>, Option<String>, 
 /// A [`FailureGroup`] borrowed from a batch's columns.
 pub(crate) type FailureGroupRef<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, Option<&'a str>);
 
-/// Writes `group` into `key` as one string that tells every group apart (each field null, or its
-/// length and bytes), so that looking a group up costs no allocation.
+/// Writes `group` into `key` as one string that tells every group apart
+/// ([`crate::group_keys`]), so that looking a group up costs no allocation.
 fn encode(group: FailureGroupRef<'_>, key: &mut String) {
-    use std::fmt::Write;
     key.clear();
     for field in [group.0, group.1, group.2, group.3] {
-        match field {
-            None => key.push('-'),
-            Some(text) => {
-                let _ = write!(key, "{}:", text.len());
-                key.push_str(text);
-            }
-        }
+        push_field(key, field);
     }
 }
 
@@ -70,7 +63,7 @@ struct Conflicts {
 #[derive(Debug, Default)]
 pub(crate) struct ConflictTally {
     /// By [`encode`]d group.
-    groups: HashMap<String, Conflicts>,
+    groups: GroupMap<Conflicts>,
     key: String,
 }
 
@@ -162,7 +155,7 @@ struct Failures {
 #[derive(Debug, Default)]
 pub(crate) struct RequeueTally {
     /// By [`encode`]d group and status.
-    groups: HashMap<String, Failures>,
+    groups: GroupMap<Failures>,
     key: String,
 }
 
@@ -171,7 +164,10 @@ impl RequeueTally {
     pub(crate) fn failure(&mut self, group: FailureGroupRef<'_>, status: i64, received_at: i64, error: &str) {
         encode(group, &mut self.key);
         // The encoded group ends where its last field does, so the status can follow it.
-        let _ = std::fmt::Write::write_fmt(&mut self.key, format_args!("{status}"));
+        if status < 0 {
+            self.key.push('-');
+        }
+        push_number(&mut self.key, status.unsigned_abs());
         match self.groups.get_mut(self.key.as_str()) {
             Some(f) => {
                 f.attempts += 1;

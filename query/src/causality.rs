@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::QueryError;
 use crate::context::{collect, frame, stream_ahead};
+use crate::group_keys::{FastMap, decimal};
 use crate::values::{Bools, Floats, Ints, Micros, StringLists, Strings, format_time};
 use futures::StreamExt;
 
@@ -608,7 +609,15 @@ struct Path {
 
 /// Orders node lists as their ids (`op:<index>`) compare as text, the order the JSON shows them in.
 fn by_ids(a: &[u64], b: &[u64]) -> std::cmp::Ordering {
-    a.iter().map(|i| OpId(*i).to_string()).cmp(b.iter().map(|i| OpId(*i).to_string()))
+    // `op:<index>` against `op:<index>`: the indexes' decimal texts decide, compared as text.
+    let (mut x, mut y) = ([0; 20], [0; 20]);
+    for (i, j) in a.iter().zip(b) {
+        let order = decimal(*i, &mut x).cmp(decimal(*j, &mut y));
+        if order.is_ne() {
+            return order;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// For each root (a write nothing triggered), its best chain: the longest maximal path from it of
@@ -677,7 +686,7 @@ fn best_path_of_each_root(
 
 /// Hands out one shared copy of each distinct text.
 #[derive(Default)]
-struct Interner(HashMap<SharedText, ()>);
+struct Interner(FastMap<SharedText, ()>);
 
 impl Interner {
     fn get(&mut self, text: &str) -> SharedText {
@@ -693,6 +702,18 @@ impl Interner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_lists_order_as_their_ids_compare_as_text() {
+        let lists: [&[u64]; 9] = [&[], &[0], &[9], &[10], &[10, 2], &[10, 11], &[100], &[2, 5], &[u64::MAX]];
+        for a in lists {
+            for b in lists {
+                let as_text = |l: &[u64]| l.iter().map(|i| OpId(*i).to_string()).collect::<Vec<_>>();
+                assert_eq!(by_ids(a, b), as_text(a).cmp(&as_text(b)), "{a:?} against {b:?}");
+            }
+        }
+        assert!(by_ids(&[10], &[9]).is_lt(), "op:10 comes before op:9 as text");
+    }
 
     /// A graph from (from, to) pairs, every edge of kind `rv`.
     fn graph(pairs: &[(u64, u64)]) -> (Outgoing, Vec<u64>) {

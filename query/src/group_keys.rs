@@ -1,4 +1,5 @@
-//! Map keys for the passes that count by group (actor, kind, namespace, name, ...) as rows go by.
+//! Map keys for the passes that count by group (actor, kind, namespace, name, ...) as rows go by,
+//! and the maps those passes keep.
 //!
 //! A pass looks up a group per row: building the key must cost no allocation, hashing it must be
 //! cheap, and two groups must never share a key, null apart from empty and no text able to fake a
@@ -9,7 +10,13 @@
 use std::collections::HashMap;
 
 /// A map from encoded group keys, hashed fast.
-pub(crate) type GroupMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+pub(crate) type GroupMap<V> = FastMap<String, V>;
+
+/// A map a pass fills from the recording's values (interned texts, indexes), hashed fast.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A set of the same kind.
+pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
 /// Appends one field of a group to `key`.
 pub(crate) fn push_field(key: &mut String, field: Option<&str>) {
@@ -24,8 +31,14 @@ pub(crate) fn push_field(key: &mut String, field: Option<&str>) {
 }
 
 /// Appends `n` in decimal to `key` (or to a field path), without the formatting machinery.
-pub(crate) fn push_number(key: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
+pub(crate) fn push_number(key: &mut String, n: u64) {
+    for digit in decimal(n, &mut [0; 20]) {
+        key.push(char::from(*digit));
+    }
+}
+
+/// `n` in decimal, written at the end of `digits`.
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -35,9 +48,7 @@ pub(crate) fn push_number(key: &mut String, mut n: u64) {
             break;
         }
     }
-    for digit in &digits[at..] {
-        key.push(char::from(*digit));
-    }
+    &digits[at..]
 }
 
 #[cfg(test)]

@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
+    StringViewArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 
 use crate::QueryError;
 
@@ -19,10 +22,20 @@ fn column_as(batch: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef,
     cast(column, to).map_err(|e| QueryError::Data(format!("column {name}: {e}")))
 }
 
+/// The column `name` as the array type `A` (after [`column_as`] made it that type): each reader
+/// below downcasts once per batch, not once per value.
+fn typed<A: Array + Clone + 'static>(column: &ArrayRef, name: &str) -> Result<A, QueryError> {
+    column
+        .as_any()
+        .downcast_ref::<A>()
+        .cloned()
+        .ok_or_else(|| QueryError::Data(format!("column {name} is {}, not what was asked for", column.data_type())))
+}
+
 /// The text column `name`: `Utf8View` read as it is (no copy), any other type as `Utf8`.
 pub(crate) enum Strings {
-    Plain(ArrayRef),
-    Views(ArrayRef),
+    Plain(StringArray),
+    Views(StringViewArray),
 }
 
 impl Strings {
@@ -30,21 +43,15 @@ impl Strings {
         let column =
             batch.column_by_name(name).ok_or_else(|| QueryError::Data(format!("no column {name} in the result")))?;
         if column.data_type() == &DataType::Utf8View {
-            return Ok(Strings::Views(Arc::clone(column)));
+            return Ok(Strings::Views(typed(column, name)?));
         }
-        Ok(Strings::Plain(column_as(batch, name, &DataType::Utf8)?))
+        Ok(Strings::Plain(typed(&column_as(batch, name, &DataType::Utf8)?, name)?))
     }
 
     pub(crate) fn get(&self, row: usize) -> Option<&str> {
         match self {
-            Strings::Plain(column) => {
-                let a = column.as_string::<i32>();
-                (!a.is_null(row)).then(|| a.value(row))
-            }
-            Strings::Views(column) => {
-                let a = column.as_string_view();
-                (!a.is_null(row)).then(|| a.value(row))
-            }
+            Strings::Plain(a) => (!a.is_null(row)).then(|| a.value(row)),
+            Strings::Views(a) => (!a.is_null(row)).then(|| a.value(row)),
         }
     }
 
@@ -59,64 +66,60 @@ impl Strings {
 }
 
 /// The integer column `name`.
-pub(crate) struct Ints(ArrayRef);
+pub(crate) struct Ints(Int64Array);
 
 impl Ints {
     pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
-        Ok(Ints(column_as(batch, name, &DataType::Int64)?))
+        Ok(Ints(typed(&column_as(batch, name, &DataType::Int64)?, name)?))
     }
 
     pub(crate) fn get(&self, row: usize) -> Option<i64> {
-        let a = self.0.as_primitive::<Int64Type>();
-        (!a.is_null(row)).then(|| a.value(row))
+        (!self.0.is_null(row)).then(|| self.0.value(row))
     }
 }
 
 /// The floating-point column `name`.
-pub(crate) struct Floats(ArrayRef);
+pub(crate) struct Floats(Float64Array);
 
 impl Floats {
     pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
-        Ok(Floats(column_as(batch, name, &DataType::Float64)?))
+        Ok(Floats(typed(&column_as(batch, name, &DataType::Float64)?, name)?))
     }
 
     pub(crate) fn get(&self, row: usize) -> Option<f64> {
-        let a = self.0.as_primitive::<Float64Type>();
-        (!a.is_null(row)).then(|| a.value(row))
+        (!self.0.is_null(row)).then(|| self.0.value(row))
     }
 }
 
 /// The boolean column `name`.
-pub(crate) struct Bools(ArrayRef);
+pub(crate) struct Bools(BooleanArray);
 
 impl Bools {
     pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
-        Ok(Bools(column_as(batch, name, &DataType::Boolean)?))
+        Ok(Bools(typed(&column_as(batch, name, &DataType::Boolean)?, name)?))
     }
 
     pub(crate) fn get(&self, row: usize) -> Option<bool> {
-        let a = self.0.as_boolean();
-        (!a.is_null(row)).then(|| a.value(row))
+        (!self.0.is_null(row)).then(|| self.0.value(row))
     }
 }
 
 /// The list-of-text column `name`.
-pub(crate) struct StringLists(ArrayRef);
+pub(crate) struct StringLists(ListArray);
 
 impl StringLists {
     pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
         let item = Arc::new(datafusion::arrow::datatypes::Field::new_list_field(DataType::Utf8, true));
-        Ok(StringLists(column_as(batch, name, &DataType::List(item))?))
+        Ok(StringLists(typed(&column_as(batch, name, &DataType::List(item))?, name)?))
     }
 
     /// The texts of the list at `row` (none for a null list; null items left out).
     pub(crate) fn each(&self, row: usize, mut visit: impl FnMut(&str)) {
-        let lists = self.0.as_list::<i32>();
-        if lists.is_null(row) {
+        if self.0.is_null(row) {
             return;
         }
-        let items = lists.value(row);
-        let texts = items.as_string::<i32>();
+        let items = self.0.value(row);
+        let Some(texts) = items.as_string_opt::<i32>() else { return };
         for i in 0..texts.len() {
             if !texts.is_null(i) {
                 visit(texts.value(i));
@@ -126,16 +129,16 @@ impl StringLists {
 }
 
 /// The timestamp column `name`, in microseconds since the epoch.
-pub(crate) struct Micros(ArrayRef);
+pub(crate) struct Micros(TimestampMicrosecondArray);
 
 impl Micros {
     pub(crate) fn of(batch: &RecordBatch, name: &str) -> Result<Self, QueryError> {
-        Ok(Micros(column_as(batch, name, &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())))?))
+        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        Ok(Micros(typed(&column_as(batch, name, &utc)?, name)?))
     }
 
     pub(crate) fn get(&self, row: usize) -> Option<i64> {
-        let a = self.0.as_primitive::<TimestampMicrosecondType>();
-        (!a.is_null(row)).then(|| a.value(row))
+        (!self.0.is_null(row)).then(|| self.0.value(row))
     }
 }
 

@@ -13,7 +13,7 @@
 //! source is an earlier write, found by (uid, version); an `owner` edge's source completed at most
 //! a trigger window before, found by uid among the writes still inside their window.
 
-use std::collections::HashMap;
+use crate::group_keys::FastMap;
 
 /// A write, as the `rv` and `owner` edges need it. Uids are numbered by [`VersionEdges::uid`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub(crate) struct Write {
 }
 
 /// Where each version of one object was produced (by resourceVersion): the write's index and actor.
-type Producers = HashMap<Box<str>, Vec<(u64, u32)>>;
+type Producers = FastMap<Box<str>, Vec<(u64, u32)>>;
 
 /// A write that can still be the source of an `owner` edge.
 #[derive(Debug, Clone, Copy)]
@@ -53,11 +53,11 @@ struct OwnerCandidate {
 /// the object of one received in the same microsecond before it in the session order).
 pub(crate) struct VersionEdges {
     trigger_window_us: i64,
-    uids: HashMap<String, u32>,
+    uids: FastMap<String, u32>,
     /// Every version produced so far, by uid and resourceVersion: where, and by whom.
-    produced: HashMap<u32, Producers>,
+    produced: FastMap<u32, Producers>,
     /// Per uid, its writes whose trigger window may still be open.
-    owners: HashMap<u32, Vec<OwnerCandidate>>,
+    owners: FastMap<u32, Vec<OwnerCandidate>>,
     /// The writes received in the same microsecond as the last one pushed.
     same_time: Vec<Write>,
     writes: u64,
@@ -71,9 +71,9 @@ impl VersionEdges {
     pub(crate) fn new(trigger_window_ms: u64) -> Self {
         Self {
             trigger_window_us: i64::try_from(trigger_window_ms.saturating_mul(1000)).unwrap_or(i64::MAX),
-            uids: HashMap::new(),
-            produced: HashMap::new(),
-            owners: HashMap::new(),
+            uids: FastMap::default(),
+            produced: FastMap::default(),
+            owners: FastMap::default(),
             same_time: Vec::new(),
             writes: 0,
         }

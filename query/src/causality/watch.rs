@@ -12,7 +12,7 @@
 //! only the writes of the last trigger window, per object, and each actor's current episode, so the
 //! memory is what the session does in a few seconds, whatever its length.
 
-use std::collections::{HashMap, HashSet};
+use crate::group_keys::{FastMap, FastSet};
 
 /// One operation, as the pass needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +48,7 @@ struct ActorState {
     /// The writes of other actors this episode touched, in the order of their first touch.
     triggers: Vec<u64>,
     /// The same writes, to count each once.
-    triggered_by: HashSet<u64>,
+    triggered_by: FastSet<u64>,
 }
 
 /// Steps between two sweeps of the writes whose window has passed.
@@ -63,12 +63,12 @@ const SWEEP_EVERY: u64 = 1 << 16;
 pub(crate) struct WatchEdges {
     trigger_window_us: i64,
     episode_gap_us: i64,
-    actors: HashMap<String, u32>,
-    objects: HashMap<String, u32>,
+    actors: FastMap<String, u32>,
+    objects: FastMap<String, u32>,
     key: String,
     states: Vec<ActorState>,
     /// Per object, its writes whose trigger window may still be open.
-    recent: HashMap<u32, Vec<RecentWrite>>,
+    recent: FastMap<u32, Vec<RecentWrite>>,
     /// The steps received in the same microsecond as the last one pushed.
     same_time: Vec<Step>,
     last_index: Option<u64>,
@@ -99,11 +99,11 @@ impl WatchEdges {
         Self {
             trigger_window_us: us(trigger_window_ms),
             episode_gap_us: us(episode_gap_ms),
-            actors: HashMap::new(),
-            objects: HashMap::new(),
+            actors: FastMap::default(),
+            objects: FastMap::default(),
             key: String::new(),
             states: Vec::new(),
-            recent: HashMap::new(),
+            recent: FastMap::default(),
             same_time: Vec::new(),
             last_index: None,
             steps: 0,

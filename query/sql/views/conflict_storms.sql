@@ -1,6 +1,6 @@
 -- conflict_storms: an actor answered 409 Conflict on one object at least {conflict_min} times
--- (default 3). How stale each attempt was is worked out per storm by `kubestep analyze` from
--- object_writes.sql and object_conflicts.sql (resourceVersions are compared for equality only).
+-- (default 3). How stale each attempt was is worked out per storm by `kubestep analyze` from the
+-- storm objects' versions (object_history.sql; resourceVersions are compared for equality only).
 SELECT
     session_id, actor_id, kind, namespace, name,
     count(*) AS conflicts,
